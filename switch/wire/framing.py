@@ -1,0 +1,78 @@
+"""Cutting a TCP byte stream into messages, and the reverse.
+
+Two length headers exist on our links: `binary2` (2-byte unsigned big-endian,
+bank87/pos87/opb93) and `ascii4` (4 ASCII digits, opa87). Neither counts itself.
+The decoder is a pure state machine in the manner of h11: feed it bytes in any
+slicing, get whole frames back; a frame over the cap or a header that is not a
+length raises `FrameError`, after which the connection must be closed.
+"""
+
+from __future__ import annotations
+
+from switch.errors import FrameError, LocalProtocolError
+
+DEFAULT_MAX_FRAME = 8192
+HEADERS = {"binary2": 2, "ascii4": 4}
+
+
+class FrameDecoder:
+    """Buffers received bytes and yields complete frame payloads."""
+
+    __slots__ = ("_buffer", "_header", "_header_len", "max_frame")
+
+    def __init__(self, header: str, max_frame: int = DEFAULT_MAX_FRAME):
+        if header not in HEADERS:
+            raise LocalProtocolError(f"unknown frame header {header!r}")
+        self._header = header
+        self._header_len = HEADERS[header]
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    @property
+    def pending(self) -> bool:
+        """True while a partial frame waits for the rest of its bytes."""
+        return bool(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return every frame they complete (keep-alives dropped)."""
+        buffer = self._buffer
+        buffer += data
+        frames: list[bytes] = []
+        header_len = self._header_len
+        start = 0
+        end = len(buffer)
+        while end - start >= header_len:
+            size = self._length(buffer, start)
+            if size > self.max_frame:
+                raise FrameError(f"frame of {size} bytes is over the cap of {self.max_frame}")
+            if end - start - header_len < size:
+                break
+            body_start = start + header_len
+            if size:  # a zero length is a keep-alive
+                frames.append(bytes(buffer[body_start:body_start + size]))
+            start = body_start + size
+        if start:
+            del buffer[:start]
+        return frames
+
+    def _length(self, buffer: bytearray, start: int) -> int:
+        if self._header_len == 2:
+            return (buffer[start] << 8) | buffer[start + 1]
+        digits = bytes(buffer[start:start + 4])
+        if not digits.isdigit():
+            raise FrameError(f"length header {digits!r} is not 4 ASCII digits")
+        return int(digits)
+
+
+def encode_frame(payload: bytes, header: str) -> bytes:
+    """Prefix one message with its length header."""
+    size = len(payload)
+    if header == "binary2":
+        if size > 0xFFFF:
+            raise LocalProtocolError(f"message of {size} bytes does not fit a 2-byte length")
+        return size.to_bytes(2, "big") + payload
+    if header == "ascii4":
+        if size > 9999:
+            raise LocalProtocolError(f"message of {size} bytes does not fit a 4-digit length")
+        return b"%04d" % size + payload
+    raise LocalProtocolError(f"unknown frame header {header!r}")
