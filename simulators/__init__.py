@@ -1,0 +1,1 @@
+"""Simulated peers of the switch: banks that send top-ups and operators that answer them."""

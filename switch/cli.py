@@ -1,0 +1,193 @@
+"""The `airswitch` command: serve, demo, simulators and the operator's tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from switch.errors import AirswitchError
+
+
+def run(coroutine) -> object:
+    """Run on uvloop where it is installed (Linux, macOS), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+# -- serve ------------------------------------------------------------------------------
+def cmd_serve(args) -> int:
+    from switch.config import load_config
+    from switch.server import Switch
+
+    config = load_config(args.config)
+
+    async def main():
+        switch = Switch(config)
+        await switch.start()
+        try:
+            await wait_for_signal()
+        finally:
+            await switch.stop()
+
+    run(main())
+    return 0
+
+
+# -- simulators ---------------------------------------------------------------------------
+def cmd_sim_operator(args) -> int:
+    from simulators.operator import OperatorBehaviour, OperatorSimulator
+
+    behaviour = OperatorBehaviour(latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
+                                  decline_rate=args.decline_rate, no_answer_rate=args.no_answer_rate,
+                                  unknown_subscribers=frozenset(args.unknown_subscriber), seed=args.seed)
+
+    async def main():
+        simulator = OperatorSimulator(args.id, behaviour, host=args.host, port=args.port)
+        port = await simulator.start()
+        print(f"operator simulator {args.id} ({args.dialect}) listening on {args.host}:{port}", flush=True)
+        try:
+            await wait_for_signal()
+        finally:
+            await simulator.stop()
+            print(f"answers: {dict(simulator.answered)}; credited: {len(simulator.ledger)}")
+
+    run(main())
+    return 0
+
+
+def cmd_sim_bank(args) -> int:
+    from simulators.bank import BankSimulator
+    from switch.reporting import print_bank_report
+
+    async def main():
+        bank = BankSimulator(args.host, args.port, args.institution_id, count=args.count, rate=args.rate,
+                             duration=args.seconds, window=args.window, bad_share=args.bad_share,
+                             local_address=args.local_address)
+        report = await bank.run_traffic()
+        print_bank_report({args.institution_id: report})
+        return 0 if report.lost == 0 else 1
+
+    return run(main())
+
+
+# -- routes -------------------------------------------------------------------------------
+def cmd_routes_check(args) -> int:
+    from routing import InvalidMsisdn, normalise_msisdn
+    from switch.config import load_config
+    from switch.resources import demo_config
+    from switch.server import load_router
+
+    config = load_config(args.config or demo_config())
+    router = load_router(config)
+    try:
+        msisdn = normalise_msisdn(args.msisdn, args.country)
+    except InvalidMsisdn as exc:
+        print(f"{args.msisdn}: malformed MSISDN ({exc}): an acquirer gets 14")
+        return 1
+    match = router.route(msisdn)
+    if match is None:
+        print(f"{args.msisdn} -> {msisdn}: no operator serves it: an acquirer gets 92")
+        return 1
+    rule = router.amount_rule(match.operator)
+    if rule is None:
+        amounts = "no amount rule"
+    elif rule.amounts is not None:
+        amounts = "amounts " + ", ".join(str(a) for a in sorted(rule.amounts))
+    else:
+        amounts = f"amounts {rule.minimum}..{rule.maximum} step {rule.step}"
+    print(f"{args.msisdn} -> {msisdn}: operator {match.operator} by {match.source} ({match.detail}); "
+          f"currency {rule.currency if rule else '?'}, {amounts}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from switch.demo import run_demo
+    return run(run_demo(seconds=args.seconds, rate=args.rate, journal_path=args.journal))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="airswitch", description=__doc__)
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the switch")
+    serve.add_argument("--config", required=True, help="the switch's TOML configuration")
+    serve.set_defaults(handler=cmd_serve)
+
+    demo = commands.add_parser("demo", help="switch, three operator simulators and two banks in one command")
+    demo.add_argument("--seconds", type=float, default=15.0, help="how long the banks send (default 15)")
+    demo.add_argument("--rate", type=float, default=0.0,
+                      help="top-ups a second per bank (default 0: as fast as answers come back)")
+    demo.add_argument("--journal", default="airswitch-demo.sqlite",
+                      help="SQLite journal file, recreated each run (default airswitch-demo.sqlite)")
+    demo.set_defaults(handler=cmd_demo)
+
+    sim = commands.add_parser("sim", help="simulated peers").add_subparsers(dest="peer", required=True)
+    operator = sim.add_parser("operator", help="an operator host the switch dials")
+    operator.add_argument("--dialect", default="opa87", choices=["opa87"])
+    operator.add_argument("--id", default="MCI", help="operator id, prefix of its references")
+    operator.add_argument("--host", default="127.0.0.1")
+    operator.add_argument("--port", type=int, default=5901)
+    operator.add_argument("--latency-ms", type=float, default=5.0)
+    operator.add_argument("--jitter-ms", type=float, default=0.0)
+    operator.add_argument("--decline-rate", type=float, default=0.0)
+    operator.add_argument("--no-answer-rate", type=float, default=0.0)
+    operator.add_argument("--unknown-subscriber", action="append", default=[],
+                          help="an MSISDN (international digits) answered 14; repeatable")
+    operator.add_argument("--seed", type=int, default=None)
+    operator.set_defaults(handler=cmd_sim_operator)
+
+    bank = sim.add_parser("bank", help="a bank host that sends top-ups")
+    bank.add_argument("--host", default="127.0.0.1")
+    bank.add_argument("--port", type=int, default=5800)
+    bank.add_argument("--institution-id", default="603799", help="field 32 (must be the acquirer of this address)")
+    bank.add_argument("--local-address", default=None, help="source address to connect from")
+    bank.add_argument("--count", type=int, default=1000)
+    bank.add_argument("--seconds", type=float, default=None, help="stop sending after this long")
+    bank.add_argument("--rate", type=float, default=0.0, help="top-ups a second (0: as fast as the window allows)")
+    bank.add_argument("--window", type=int, default=200, help="top-ups in flight at once")
+    bank.add_argument("--bad-share", type=float, default=0.0, help="share of requests that must be refused")
+    bank.set_defaults(handler=cmd_sim_bank)
+
+    routes = commands.add_parser("routes", help="routing tools").add_subparsers(dest="action", required=True)
+    check = routes.add_parser("check", help="show how a number routes")
+    check.add_argument("msisdn")
+    check.add_argument("--config", default=None, help="switch configuration (default: the demo's)")
+    check.add_argument("--country", default="IR", help="country for national numbers (default IR)")
+    check.set_defaults(handler=cmd_routes_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return args.handler(args) or 0
+    except AirswitchError as exc:
+        print(f"airswitch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

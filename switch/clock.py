@@ -1,0 +1,34 @@
+"""Time as the switch and its peers see it: the business day and ISO 8583 date fields."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+
+class BusinessCalendar:
+    """The business day runs from a cutover time in a time zone (spec: default 00:00 UTC).
+    Dedupe and the reversal window are per business day."""
+
+    def __init__(self, cutover: str = "00:00", tz: str = "UTC"):
+        hours, minutes = (int(part) for part in cutover.split(":"))
+        self._offset = timedelta(hours=hours, minutes=minutes)
+        self._zone = ZoneInfo(tz)
+
+    def day_of(self, moment: datetime) -> date:
+        return (moment.astimezone(self._zone) - self._offset).date()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def transmission_time(moment: datetime) -> str:
+    """Field 7: MMDDhhmmss in UTC."""
+    return moment.astimezone(timezone.utc).strftime("%m%d%H%M%S")
+
+
+def local_time_fields(moment: datetime) -> tuple[str, str]:
+    """Fields 12 (hhmmss) and 13 (MMDD)."""
+    return moment.strftime("%H%M%S"), moment.strftime("%m%d")
+

@@ -1,0 +1,186 @@
+"""The one typed configuration of a switch, loaded once from TOML and validated.
+
+Every error names the file, the key and the problem, so a configuration that
+does not validate is refused with a message an operator can act on at 3 a.m.
+Relative paths inside the file are relative to the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from switch.errors import ConfigError
+from switch.resources import data_dir
+
+DEFAULT_ACQUIRER_PORT = 5800
+DEFAULT_MAX_FRAME = 8192
+DEFAULT_READ_TIMEOUT = 30.0          # seconds for a started frame to complete
+DEFAULT_CONNECTION_IN_FLIGHT = 512   # requests in flight on one acquirer connection before reading pauses
+DEFAULT_SWITCH_IN_FLIGHT = 20_000    # requests in flight in the whole process before 91
+DEFAULT_OPERATOR_TIMEOUT = 10.0      # seconds to wait for an operator's answer
+DEFAULT_OPERATOR_IN_FLIGHT = 2_000   # per link
+DEFAULT_ECHO_INTERVAL = 30.0         # seconds of idle before an echo
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_BACKOFF_MAX = 30.0
+DEFAULT_DEDUPE_WINDOW = 500_000      # recent keys kept in memory
+
+
+class Struct(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
+class ListenerConfig(Struct):
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_ACQUIRER_PORT
+    max_frame: int = DEFAULT_MAX_FRAME
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_in_flight_per_connection: int = DEFAULT_CONNECTION_IN_FLIGHT
+
+
+class AcquirerConfig(Struct):
+    institution_id: str
+    name: str
+    allowed_addresses: list[str]
+    country: str = "IR"
+    sign_on_required: bool = False
+
+
+class LinkConfig(Struct):
+    port: int
+    mode: Literal["connect"] = "connect"
+    host: str = "127.0.0.1"
+
+
+class OperatorConfig(Struct):
+    id: str
+    name: str
+    dialect: Literal["opa87"]
+    links: list[LinkConfig]
+    timeout: float = DEFAULT_OPERATOR_TIMEOUT
+    max_in_flight: int = DEFAULT_OPERATOR_IN_FLIGHT
+    echo_interval: float = DEFAULT_ECHO_INTERVAL
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+
+
+class BusinessDayConfig(Struct):
+    cutover: str = "00:00"
+    timezone: str = "UTC"
+
+
+class JournalConfig(Struct):
+    backend: Literal["postgres", "sqlite"] = "postgres"
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    schema: str = "public"
+    path: str = "airswitch-journal.sqlite"
+    batch_max: int = 500
+
+
+class DedupeConfig(Struct):
+    backend: Literal["memory", "redis"] = "memory"
+    window: int = DEFAULT_DEDUPE_WINDOW
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+class RoutingConfig(Struct):
+    routes: str = "routes.toml"
+    ported: str | None = None
+    carrier_fallback: bool = True
+
+
+class SwitchConfig(Struct):
+    institution_id: str
+    terminal_id: str = "AIRSW001"
+    max_in_flight: int = DEFAULT_SWITCH_IN_FLIGHT
+    listener: ListenerConfig = ListenerConfig()
+    business_day: BusinessDayConfig = BusinessDayConfig()
+    journal: JournalConfig = JournalConfig()
+    dedupe: DedupeConfig = DedupeConfig()
+    routing: RoutingConfig = RoutingConfig()
+    acquirers: list[AcquirerConfig] = []
+    operators: list[OperatorConfig] = []
+    # Not in the file: where it came from, to resolve relative paths.
+    source: str = ""
+
+    def path(self, relative: str) -> Path:
+        """A path from the file, resolved against the file's directory."""
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else Path(self.source).parent / candidate
+
+
+def load_config(path: str | Path) -> SwitchConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict, path: Path) -> SwitchConfig:
+    raw = {**raw, "source": str(path)}
+    try:
+        config = msgspec.convert(raw, SwitchConfig)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `$")
+        key = where.rstrip("`").lstrip(".") or "(top level)"
+        raise ConfigError(f"{path}: {key}: {message}") from None
+    _check(config, path)
+    return config
+
+
+_DIGITS = re.compile(r"\d{1,11}")
+
+
+def _check(config: SwitchConfig, path: Path) -> None:
+    """Rules a schema cannot say."""
+    def fail(key: str, problem: str) -> None:
+        raise ConfigError(f"{path}: {key}: {problem}")
+
+    if not _DIGITS.fullmatch(config.institution_id):
+        fail("institution_id", "must be 1 to 11 digits (it travels in field 32)")
+    if len(config.terminal_id) != 8:
+        fail("terminal_id", "must be exactly 8 characters (field 41)")
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", config.business_day.cutover):
+        fail("business_day.cutover", "must be HH:MM")
+    try:
+        import zoneinfo
+        zoneinfo.ZoneInfo(config.business_day.timezone)
+    except Exception:
+        fail("business_day.timezone", f"unknown time zone {config.business_day.timezone!r}")
+    seen: set[str] = set()
+    for i, acquirer in enumerate(config.acquirers):
+        key = f"acquirers[{i}]"
+        if not _DIGITS.fullmatch(acquirer.institution_id):
+            fail(f"{key}.institution_id", "must be 1 to 11 digits")
+        if acquirer.institution_id in seen:
+            fail(f"{key}.institution_id", f"{acquirer.institution_id} is configured twice")
+        seen.add(acquirer.institution_id)
+        for address in acquirer.allowed_addresses:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                fail(f"{key}.allowed_addresses", f"{address!r} is not an IP address or network")
+    operator_ids: set[str] = set()
+    codecs = data_dir("codecs")
+    for i, operator in enumerate(config.operators):
+        key = f"operators[{i}]"
+        if operator.id in operator_ids:
+            fail(f"{key}.id", f"{operator.id} is configured twice")
+        operator_ids.add(operator.id)
+        if not (codecs / f"{operator.dialect}.json").is_file():
+            fail(f"{key}.dialect", f"no dialect definition {operator.dialect}.json in {codecs}")
+        if not operator.links:
+            fail(f"{key}.links", "an operator needs at least one link")
+        if operator.timeout <= 0:
+            fail(f"{key}.timeout", "must be positive")
+    if not config.path(config.routing.routes).is_file():
+        fail("routing.routes", f"no such file {config.path(config.routing.routes)}")

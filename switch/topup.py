@@ -1,0 +1,317 @@
+"""The money path, top to bottom: receive, validate, dedupe, route, journal, send,
+await, journal, respond.
+
+`TopUpFlow.handle()` takes one decoded acquirer request and returns the answer to
+send (or None when the message is dropped). Everything a request needs is here;
+the listener only frames bytes and the links only move operator messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import date
+
+from routing import InvalidMsisdn, Router, normalise_msisdn
+from switch.clock import BusinessCalendar, utcnow
+from switch.config import AcquirerConfig, SwitchConfig
+from switch.dedupe import DedupeWindow, dedupe_key
+from switch.journal import Intake, Journal, JournalError, Outcome
+from switch.model import OperatorAnswer, TopUp
+from switch.operator_link import NoAnswer, NoLiveLink, OperatorPool
+from switch.wire import Dialect
+
+log = logging.getLogger("airswitch.topup")
+
+TOP_UP, BALANCE_INQUIRY = "000000", "310000"
+NETWORK_CODES = {"001": "sign-on", "002": "sign-off", "301": "echo"}
+
+# Field 39 values (INTERFACES.md 1.6).
+APPROVED, DECLINED, INVALID_TXN, INVALID_AMOUNT, INVALID_MSISDN = "00", "05", "12", "13", "14"
+FORMAT_ERROR, NOT_PERMITTED, UNAVAILABLE, NO_ROUTE, DUPLICATE, MALFUNCTION = "30", "57", "91", "92", "94", "96"
+
+
+def response_mti(mti: str) -> str:
+    """0200 -> 0210, 0800 -> 0810; a repeat (0201) is answered as its original (0210)."""
+    return mti[:2] + str(int(mti[2]) + 1) + "0"
+
+
+def is_request(mti: str) -> bool:
+    """ISO 8583 message function (3rd digit): 0 request, 2 advice, 4 notification."""
+    return len(mti) == 4 and mti.isdigit() and mti[2] in "024"
+
+
+def mask_card(pan: str | None) -> str | None:
+    if not pan:
+        return None
+    if len(pan) < 13:
+        return "*" * len(pan)
+    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+
+
+def read_tlv(field_48: str | None) -> dict[str, str]:
+    """Field 48 private TLV: tag 2 chars, length 3 digits, value. Reads what parses."""
+    tags: dict[str, str] = {}
+    if not field_48:
+        return tags
+    i = 0
+    while i + 5 <= len(field_48):
+        tag, size = field_48[i:i + 2], field_48[i + 2:i + 5]
+        if not size.isdigit():
+            break
+        end = i + 5 + int(size)
+        if end > len(field_48):
+            break
+        tags[tag] = field_48[i + 5:end]
+        i = end
+    return tags
+
+
+def write_tlv(tags: dict[str, str]) -> str:
+    return "".join(f"{tag}{len(value):03d}{value}" for tag, value in tags.items() if value is not None)
+
+
+class TopUpFlow:
+    def __init__(self, config: SwitchConfig, dialect: Dialect, router: Router, journal: Journal,
+                 dedupe: DedupeWindow, operators: dict[str, OperatorPool]):
+        self.config = config
+        self.dialect = dialect
+        self.router = router
+        self.journal = journal
+        self.dedupe = dedupe
+        self.operators = operators
+        self.calendar = BusinessCalendar(config.business_day.cutover, config.business_day.timezone)
+        rules = dialect.rules
+        self._mandatory: dict[str, list[str]] = rules["mandatory"]
+        self._numeric = frozenset(rules["numeric_fields"])
+        self._echo_financial: list[str] = rules["echo"]["financial"]
+        self._echo_network: list[str] = rules["echo"]["network"]
+        self.in_flight = 0
+        # Top-ups still in flight by dedupe key, so a 0201 can wait for the original's answer.
+        self._pending: dict[str, asyncio.Future] = {}
+
+    # -- entry -----------------------------------------------------------------
+    async def handle(self, request: dict, acquirer: AcquirerConfig, signed_on: bool) -> dict | None:
+        mti = request["t"]
+        if mti == "0800":
+            return self.network(request)
+        if acquirer.sign_on_required and not signed_on:
+            return self.answer(request, UNAVAILABLE)
+        if mti in ("0200", "0201"):
+            code = request.get("3")
+            if code == TOP_UP:
+                return await self.top_up(request, acquirer)
+            if code is None:
+                return self.answer(request, FORMAT_ERROR)
+        return self.answer(request, INVALID_TXN)
+
+    def network(self, request: dict) -> dict:
+        missing = self.format_problem(request, "0800")
+        code = FORMAT_ERROR if missing else (APPROVED if request["70"] in NETWORK_CODES else INVALID_TXN)
+        answer = {key: request[key] for key in self._echo_network if key in request}
+        answer["t"] = "0810"
+        answer["39"] = code
+        return answer
+
+    # -- the top-up --------------------------------------------------------------
+    async def top_up(self, request: dict, acquirer: AcquirerConfig) -> dict:
+        received_at = utcnow()
+        started = time.perf_counter()
+        txn_id = uuid.uuid4().hex
+        business_day = self.calendar.day_of(received_at)
+
+        problem = self.format_problem(request, "0200/000000")
+        if problem:
+            log.info("txn %s from %s: format error (%s): 30", txn_id, acquirer.name, problem)
+            return await self.refuse(request, txn_id, received_at, business_day, started, FORMAT_ERROR, None)
+        if request["32"] != acquirer.institution_id:
+            log.warning("txn %s: field 32 %s is not %s's (%s): 57", txn_id, request["32"],
+                        acquirer.name, acquirer.institution_id)
+            return await self.refuse(request, txn_id, received_at, business_day, started, NOT_PERMITTED, None)
+        key = dedupe_key(request["32"], request["37"], business_day)
+
+        if request["t"] == "0201":
+            replay = await self.repeat(request, key, business_day)
+            if replay is not None:
+                return replay
+        if self.in_flight >= self.config.max_in_flight:
+            # Overload: turned away before it uses its key, so the acquirer may send it again.
+            return await self.refuse(request, txn_id, received_at, business_day, started, UNAVAILABLE, None)
+        if not await self.dedupe.claim(key):
+            return await self.refuse(request, txn_id, received_at, business_day, started, DUPLICATE, None)
+
+        self.in_flight += 1
+        pending = asyncio.get_running_loop().create_future()
+        self._pending[key] = pending
+        answer = None
+        try:
+            answer = await self._route_and_send(request, acquirer, txn_id, received_at, business_day, started)
+            return answer
+        finally:
+            self.in_flight -= 1
+            del self._pending[key]
+            pending.set_result(answer)
+
+    async def _route_and_send(self, request: dict, acquirer: AcquirerConfig, txn_id: str, received_at,
+                              business_day: date, started: float) -> dict:
+        amount = int(request["4"])
+        currency = request["49"]
+        operator_id: str | None = None
+        try:
+            msisdn = normalise_msisdn(request["103"], acquirer.country)
+        except InvalidMsisdn as exc:
+            msisdn, refusal = request["103"], INVALID_MSISDN
+            log.info("txn %s: MSISDN %r: %s: 14", txn_id, request["103"], exc)
+        else:
+            route = self.router.route(msisdn)
+            if route is None:
+                refusal = NO_ROUTE
+            else:
+                operator_id = route.operator
+                refusal = None if self.router.check_amount(operator_id, amount, currency) else INVALID_AMOUNT
+
+        intake = self.intake(request, txn_id, received_at, business_day, msisdn, uses_key=True)
+        try:
+            if not await self.journal.record_intake(intake):
+                # Another process (or a restart) already used this key today: the journal is the authority.
+                return await self.refuse(request, uuid.uuid4().hex, received_at, business_day, started,
+                                         DUPLICATE, msisdn)
+        except JournalError as exc:
+            log.error("txn %s: journal could not take the intake (%s): 96", txn_id, exc)
+            return self.answer(request, MALFUNCTION)
+
+        if refusal is not None:
+            return await self.finish(request, txn_id, received_at, started, "refused", refusal, operator_id)
+
+        pool = self.operators.get(operator_id)
+        try:
+            if pool is None:
+                raise NoLiveLink(f"operator {operator_id} is routed to but not configured")
+            link = pool.pick()
+        except NoLiveLink as exc:
+            log.warning("txn %s: %s: 91", txn_id, exc)
+            return await self.finish(request, txn_id, received_at, started, "declined", UNAVAILABLE, operator_id)
+
+        topup = TopUp(txn_id=txn_id, acquirer_id=request["32"], tracking_code=request["37"],
+                      msisdn=msisdn, amount=amount, currency=currency)
+        try:
+            operator_answer = await link.top_up(topup)
+        except (NoAnswer, NoLiveLink) as exc:
+            # Unknown outcome: the operator may have credited. The reversal it needs comes with the
+            # store-and-forward work (see README, "Known limits").
+            log.warning("txn %s: %s: 91, outcome unknown", txn_id, exc)
+            return await self.finish(request, txn_id, received_at, started, "unknown", UNAVAILABLE, operator_id)
+
+        state = "approved" if operator_answer.response_code == APPROVED else "declined"
+        return await self.finish(request, txn_id, received_at, started, state, operator_answer.response_code,
+                                 operator_id, operator_answer)
+
+    async def repeat(self, request: dict, key: str, business_day: date) -> dict | None:
+        """A 0201 gets its original's answer again; None when there is no original (process as 0200)."""
+        pending = self._pending.get(key)
+        if pending is not None:
+            original_answer = await asyncio.shield(pending)
+            if original_answer is None:
+                return self.answer(request, MALFUNCTION)
+            if original_answer.get("4") != request["4"] or original_answer.get("103") != request["103"]:
+                return self.answer(request, DUPLICATE)
+            return self._replay(request, original_answer.get("39", MALFUNCTION), original_answer.get("38"),
+                                original_answer.get("44"), read_tlv(original_answer.get("48")).get("OR"))
+        original = await self.journal.find(request["32"], request["37"], business_day)
+        if original is None:
+            return None
+        acquirer_country = next((a.country for a in self.config.acquirers
+                                 if a.institution_id == request["32"]), "IR")
+        try:
+            msisdn = normalise_msisdn(request["103"], acquirer_country)
+        except InvalidMsisdn:
+            msisdn = request["103"]
+        if original.amount != int(request["4"]) or original.msisdn != msisdn:
+            return self.answer(request, DUPLICATE)
+        if original.response_code is None:
+            # Held by a process that has not finished it (or died mid-flight): not known yet.
+            return self.answer(request, UNAVAILABLE)
+        return self._replay(request, original.response_code, original.approval_code, original.operator_id,
+                            original.operator_ref)
+
+    def _replay(self, request, code, approval_code, operator_id, operator_ref) -> dict:
+        answer = self.answer(request, code)
+        if code == APPROVED:
+            answer["38"] = approval_code or "000000"
+            answer["44"] = operator_id or ""
+            answer["48"] = write_tlv({"OR": operator_ref or ""})
+        return answer
+
+    # -- journal and answers -------------------------------------------------------
+    async def finish(self, request: dict, txn_id: str, received_at, started: float, state: str, code: str,
+                     operator_id: str | None, operator_answer: OperatorAnswer | None = None) -> dict:
+        """Journal the outcome, then answer. An approval never leaves before its record is durable."""
+        outcome = Outcome(
+            txn_id=txn_id, ended_at=utcnow(), state=state, response_code=code, operator_id=operator_id,
+            operator_ref=operator_answer.operator_ref if operator_answer else None,
+            approval_code=approval_code(operator_answer) if code == APPROVED else None,
+            operator_code=operator_answer.operator_code if operator_answer else None,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
+        try:
+            await self.journal.record_outcome(outcome)
+        except JournalError as exc:
+            log.critical("txn %s: outcome %s/%s NOT journaled (%s): answering 96", txn_id, state, code, exc)
+            return self.answer(request, MALFUNCTION)
+        answer = self.answer(request, code)
+        if code == APPROVED:
+            answer["38"] = outcome.approval_code
+            answer["44"] = operator_id
+            answer["48"] = write_tlv({"OR": outcome.operator_ref or ""})
+        return answer
+
+    async def refuse(self, request: dict, txn_id: str, received_at, business_day: date, started: float,
+                     code: str, msisdn: str | None) -> dict:
+        """Turned away before any operator and without using the dedupe key."""
+        intake = self.intake(request, txn_id, received_at, business_day, msisdn, uses_key=False)
+        outcome = Outcome(txn_id=txn_id, ended_at=utcnow(), state="refused", response_code=code,
+                          operator_id=None, operator_ref=None, approval_code=None, operator_code=None,
+                          latency_ms=(time.perf_counter() - started) * 1000.0)
+        try:
+            await self.journal.record_refusal(intake, outcome)
+        except JournalError as exc:
+            log.error("txn %s: refusal %s not journaled: %s", txn_id, code, exc)
+        return self.answer(request, code)
+
+    def intake(self, request: dict, txn_id: str, received_at, business_day: date, msisdn: str | None,
+               uses_key: bool) -> Intake:
+        amount = request.get("4")
+        return Intake(
+            txn_id=txn_id, received_at=received_at, business_day=business_day, mti=request["t"],
+            acquirer_id=request.get("32", ""), tracking_code=request.get("37", ""), stan=request.get("11", ""),
+            transmitted_at=request.get("7"), terminal_id=request.get("41"), merchant_id=request.get("42"),
+            card_masked=mask_card(request.get("2")), msisdn=msisdn or request.get("103"),
+            amount=int(amount) if amount and amount.isdigit() else None, currency=request.get("49"),
+            channel=read_tlv(request.get("48")).get("CH"), uses_key=uses_key,
+        )
+
+    def answer(self, request: dict, code: str) -> dict:
+        answer = {key: request[key] for key in self._echo_financial if key in request}
+        answer["t"] = response_mti(request["t"])
+        answer["39"] = code
+        return answer
+
+    def format_problem(self, request: dict, kind: str) -> str | None:
+        """The first mandatory field that is missing or malformed, described; None if all is well."""
+        for field in self._mandatory[kind]:
+            value = request.get(field)
+            if value is None or value == "":
+                return f"field {field} missing"
+            if field in self._numeric and not value.isdigit():
+                return f"field {field} not numeric"
+        return None
+
+
+def approval_code(answer: OperatorAnswer | None) -> str:
+    """Field 38 is an6: the operator's code when it fits, else one from its reference."""
+    code = (answer.approval_code or "") if answer else ""
+    if len(code) == 6:
+        return code
+    return (code or (answer.operator_ref if answer else "") or "000000")[-6:].rjust(6, "0")
