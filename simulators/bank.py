@@ -29,7 +29,7 @@ ANSWER_TIMEOUT = 30.0  # seconds a sent top-up may wait for its answer before co
 
 # National prefixes of the demo operators (MCI, Irancell, RighTel).
 PREFIXES = ["0912", "0919", "0910", "0991", "0935", "0936", "0939", "0901", "0903", "0921", "0920"]
-AMOUNTS = [10_000, 20_000, 50_000, 100_000, 200_000, 500_000]
+AMOUNTS = [20_000, 50_000, 100_000, 200_000, 500_000]  # taken by every demo operator
 
 
 def run_id() -> str:
