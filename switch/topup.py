@@ -180,7 +180,8 @@ class TopUpFlow:
                                          DUPLICATE, msisdn)
         except JournalError as exc:
             log.error("txn %s: journal could not take the intake (%s): 96", txn_id, exc)
-            return self.answer(request, MALFUNCTION)
+            # The intake may still have committed after our wait ended: close it so it does not stay open.
+            return await self.finish(request, txn_id, received_at, started, "refused", MALFUNCTION, operator_id)
 
         if refusal is not None:
             return await self.finish(request, txn_id, received_at, started, "refused", refusal, operator_id)

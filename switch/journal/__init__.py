@@ -1,0 +1,86 @@
+"""The transaction journal: an append-only record of every top-up, group-committed.
+
+Owns what the switch writes about each transaction and the guarantee behind it: a
+``record_*`` call returns only once its record is committed (or raises), and the
+dedupe key (acquirer_id, tracking_code, business_day) is claimed by at most one intake.
+
+Two backends implement the same ``Journal`` interface:
+
+- ``PostgresJournal`` (asyncpg) for production;
+- ``SQLiteJournal`` (stdlib sqlite3 in its own writer thread) for the demo.
+
+How a caller uses it::
+
+    if not await journal.record_intake(intake):      # key taken: nothing stored
+        await journal.record_refusal(refused_intake, refused_outcome)   # answer 94
+    ...
+    await journal.record_outcome(outcome)
+
+``JournalOverloaded`` (queue full) and ``JournalUnavailable`` (not committed: database
+down, commit timeout, journal closed; ``JournalRejected`` when the database refused that
+one record) both mean "not stored": answer 96.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Protocol, runtime_checkable
+
+from .postgres import PostgresJournal
+from .records import (
+    STATES,
+    Intake,
+    JournalError,
+    JournalOverloaded,
+    JournalRejected,
+    JournalUnavailable,
+    Outcome,
+    TransactionView,
+)
+from .sqlite import SQLiteJournal
+
+__all__ = [
+    "STATES",
+    "Intake",
+    "Journal",
+    "JournalError",
+    "JournalOverloaded",
+    "JournalRejected",
+    "JournalUnavailable",
+    "Outcome",
+    "PostgresJournal",
+    "SQLiteJournal",
+    "TransactionView",
+]
+
+
+@runtime_checkable
+class Journal(Protocol):
+    """What the switch needs from a journal; both backends implement it."""
+
+    batches_committed: int  # writer transactions committed so far
+
+    async def start(self) -> None:
+        """Connect, create/migrate the schema, start the writer. No-op if running."""
+
+    async def close(self) -> None:
+        """Flush everything queued, stop the writer, close connections. Idempotent."""
+
+    async def record_intake(self, intake: Intake) -> bool:
+        """Returns once the batch holding it is committed. False (and nothing stored)
+        when intake.uses_key and the dedupe key is already taken."""
+
+    async def record_outcome(self, outcome: Outcome) -> None:
+        """Returns once committed."""
+
+    async def record_refusal(self, intake: Intake, outcome: Outcome) -> None:
+        """Both rows in one transaction (intake.uses_key must be False)."""
+
+    async def find(self, acquirer_id: str, tracking_code: str, business_day: date) -> TransactionView | None:
+        """The transaction holding that dedupe key, with its latest outcome."""
+
+    async def count_transactions(self) -> int:
+        """Rows in the transactions view."""
+
+    async def summary(self) -> dict[str, int]:
+        """Transactions by response code; no outcome yet counts as "pending"."""

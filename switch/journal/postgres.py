@@ -1,0 +1,394 @@
+"""PostgresJournal: the production journal, on PostgreSQL through asyncpg.
+
+Owns the connection pool, the schema migration at start-up, and the group-commit
+writer: one asyncio task that takes everything queued (up to batch_max), writes it in
+one transaction (one ``INSERT ... SELECT FROM unnest(...)`` per table), commits, and
+only then resolves each caller's future. While a batch is in flight new records queue
+up and become the next batch, so the batch size follows the load with no timer.
+
+Failure handling, in short:
+- queue full -> JournalOverloaded, raised at once, nothing queued;
+- the database fails the batch -> every waiter of that batch gets JournalUnavailable,
+  the writer drops its connection and takes a fresh one from the pool for the next batch;
+- one record the database refuses (constraint, bad value) -> the batch is replayed with
+  a savepoint per caller, so only that caller gets JournalRejected;
+- no commit within commit_timeout -> JournalUnavailable for the waiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from datetime import date
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from .records import (
+    Intake,
+    JournalError,
+    JournalOverloaded,
+    JournalRejected,
+    JournalUnavailable,
+    Outcome,
+    QueuedWrite,
+    TransactionView,
+)
+from .schema import (
+    INTAKE_COLUMNS,
+    OUTCOME_COLUMNS,
+    POSTGRES_INTAKE_TYPES,
+    POSTGRES_MIGRATIONS,
+    POSTGRES_OUTCOME_TYPES,
+    POSTGRES_SCHEMA_VERSION_DDL,
+    VIEW_COLUMNS,
+)
+
+DEFAULT_SCHEMA = "public"
+DEFAULT_BATCH_MAX = 500
+DEFAULT_POOL_SIZE = 4
+DEFAULT_COMMIT_TIMEOUT = 5.0  # seconds; bounds every wait: queue + commit, reads, connects
+DEFAULT_QUEUE_MAX = 10_000  # queued records before record_* raise JournalOverloaded
+APPLICATION_NAME = "airswitch-journal"  # how the journal shows in pg_stat_activity
+# pg_advisory_xact_lock(class, hashtext(schema)): serialises migrations of one schema
+# across processes. The class number only has to be unlikely to clash with other users.
+MIGRATION_LOCK_CLASS = 8583
+
+# Errors that belong to one record, not to the database: replaying the batch with a
+# savepoint per caller isolates the offender. ValueError covers asyncpg's client-side
+# encoding errors (asyncpg.exceptions._base.DataError is a ValueError).
+_RECORD_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError, ValueError)
+
+_INSERT_INTAKES = (
+    f"INSERT INTO intake ({', '.join(INTAKE_COLUMNS)})"
+    f" SELECT * FROM unnest({', '.join(f'${n}::{t}[]' for n, t in enumerate(POSTGRES_INTAKE_TYPES.values(), 1))})"
+    # Only a clash on the dedupe key is expected and answered (False); a clash on the
+    # primary key is a bug upstream and fails loudly.
+    " ON CONFLICT (acquirer_id, tracking_code, business_day) WHERE uses_key DO NOTHING"
+    " RETURNING txn_id"
+)
+_INSERT_OUTCOMES = (
+    f"INSERT INTO outcome ({', '.join(OUTCOME_COLUMNS)})"
+    f" SELECT * FROM unnest({', '.join(f'${n}::{t}[]' for n, t in enumerate(POSTGRES_OUTCOME_TYPES.values(), 1))})"
+)
+_SELECT_VIEW = f"SELECT {', '.join(VIEW_COLUMNS)} FROM transactions"
+# "AND uses_key" lets the planner use the partial unique index.
+_FIND = f"{_SELECT_VIEW} WHERE acquirer_id = $1 AND tracking_code = $2 AND business_day = $3 AND uses_key"
+_COUNT = "SELECT count(*) FROM transactions"
+_SUMMARY = "SELECT coalesce(response_code, 'pending') AS code, count(*) FROM transactions GROUP BY 1"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _Inbox:
+    """The bounded queue between callers and the writer task (both on the event loop)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: collections.deque[QueuedWrite] = collections.deque()
+        self._capacity = capacity
+        self._wakeup = asyncio.Event()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: QueuedWrite) -> None:
+        if len(self._items) >= self._capacity:
+            raise JournalOverloaded(f"journal queue full ({self._capacity} records waiting)")
+        self._items.append(item)
+        self._wakeup.set()
+
+    async def take(self, limit: int) -> list[QueuedWrite]:
+        """Everything queued, up to limit; waits while empty; [] once closed and drained."""
+        while not self._items:
+            if self._closed:
+                return []
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        items = self._items
+        return [items.popleft() for _ in range(min(limit, len(items)))]
+
+    def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+
+class PostgresJournal:
+    """The transaction journal on PostgreSQL. See the module docstring."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        batch_max: int = DEFAULT_BATCH_MAX,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        commit_timeout: float = DEFAULT_COMMIT_TIMEOUT,
+        queue_max: int = DEFAULT_QUEUE_MAX,
+    ) -> None:
+        if batch_max < 1 or queue_max < 1:
+            raise ValueError("batch_max and queue_max must be >= 1")
+        if pool_size < 2:
+            # One connection belongs to the writer; reads need at least one more.
+            raise ValueError("pool_size must be >= 2")
+        self._dsn = dsn
+        self._schema = schema
+        self._batch_max = batch_max
+        self._pool_size = pool_size
+        self._commit_timeout = commit_timeout
+        self._queue_max = queue_max
+        self._pool: asyncpg.Pool | None = None
+        self._inbox: _Inbox | None = None
+        self._writer: asyncio.Task | None = None
+        self._writer_conn: asyncpg.Connection | None = None
+        self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.batches_committed = 0  # transactions committed by the writer (for tests/metrics)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, create the schema if missing, apply missing migrations, start the writer.
+        A no-op if already running."""
+        if self._running:
+            return
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self._commit_timeout,
+                server_settings={
+                    "search_path": _quote_ident(self._schema),
+                    "application_name": APPLICATION_NAME,
+                },
+            )
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise JournalUnavailable(f"cannot connect to the journal database: {exc!r}") from exc
+        try:
+            async with self._pool.acquire() as conn:
+                await self._migrate(conn)
+        except BaseException:
+            await self._pool.close()
+            self._pool = None
+            raise
+        self._inbox = _Inbox(self._queue_max)
+        self._writer = asyncio.create_task(self._run_writer(), name="journal-postgres-writer")
+        self._running = True
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        schema = _quote_ident(self._schema)
+        async with conn.transaction():
+            # Two processes starting at once: the second waits here, then finds the
+            # migrations applied.
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", MIGRATION_LOCK_CLASS, self._schema)
+            # Check first: CREATE SCHEMA needs the CREATE privilege on the database even
+            # with IF NOT EXISTS, and a production role may not have it.
+            if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", self._schema):
+                await conn.execute(f"CREATE SCHEMA {schema}")
+            await conn.execute(f"SET LOCAL search_path TO {schema}")
+            await conn.execute(POSTGRES_SCHEMA_VERSION_DDL)
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            if current > len(POSTGRES_MIGRATIONS):
+                raise JournalError(
+                    f"journal schema {self._schema!r} is at version {current}, newer than this"
+                    f" code knows ({len(POSTGRES_MIGRATIONS)}); refusing to run against it"
+                )
+            for version, statements in enumerate(POSTGRES_MIGRATIONS[current:], start=current + 1):
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+
+    async def close(self) -> None:
+        """Flush everything queued, stop the writer, close the pool. Idempotent."""
+        if not self._running:
+            return
+        self._running = False  # refuse new records; queued ones are still written
+        assert self._inbox is not None and self._writer is not None and self._pool is not None
+        self._inbox.close()
+        await self._writer
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None and _is_open(conn):
+            await self._pool.release(conn)  # healthy: hand it back for a graceful close
+        try:
+            await asyncio.wait_for(self._pool.close(), self._commit_timeout)
+        except asyncio.TimeoutError:
+            self._pool.terminate()  # a read is stuck; do not hang shutdown on it
+        self._pool = None
+
+    async def __aenter__(self) -> PostgresJournal:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def writer_pid(self) -> int | None:
+        """Backend pid of the writer's connection (find it in pg_stat_activity)."""
+        conn = self._writer_conn
+        return conn.get_server_pid() if conn is not None and _is_open(conn) else None
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def record_intake(self, intake: Intake) -> bool:
+        """True once committed; False if it claims a dedupe key already taken (nothing stored)."""
+        return await self._submit(intake, None)
+
+    async def record_outcome(self, outcome: Outcome) -> None:
+        await self._submit(None, outcome)
+
+    async def record_refusal(self, intake: Intake, outcome: Outcome) -> None:
+        """Both rows, atomically. A refusal never claims the dedupe key."""
+        if intake.uses_key:
+            raise ValueError("a refusal's intake must have uses_key=False")
+        await self._submit(intake, outcome)
+
+    async def _submit(self, intake: Intake | None, outcome: Outcome | None) -> Any:
+        if not self._running:
+            raise JournalUnavailable("journal is not running")
+        item = QueuedWrite(intake, outcome, self._loop.create_future())
+        self._inbox.put(item)  # JournalOverloaded when full
+        try:
+            # On timeout (or if the caller is cancelled) the future is cancelled, which
+            # the writer sees.
+            async with asyncio.timeout(self._commit_timeout):
+                return await item.future
+        except TimeoutError:
+            raise JournalUnavailable(f"not committed within {self._commit_timeout}s") from None
+
+    # -- the writer ---------------------------------------------------------------------
+
+    async def _run_writer(self) -> None:
+        while True:
+            batch = await self._inbox.take(self._batch_max)
+            if not batch:
+                return  # closed and drained
+            # A lone intake whose caller already gave up is not written (see QueuedWrite).
+            batch = [item for item in batch if not (item.outcome is None and item.future.cancelled())]
+            if not batch:
+                continue
+            try:
+                results = await self._commit_batch(batch)
+            except Exception as exc:  # noqa: BLE001 - every failure goes to the waiters
+                # Whatever went wrong, the connection may be mid-transaction or dead:
+                # start the next batch on a fresh one.
+                self._drop_writer_conn()
+                results = [_unavailable(len(batch), exc) for _ in batch]
+            for item, result in zip(batch, results):
+                _settle(item.future, result)
+
+    async def _commit_batch(self, batch: list[QueuedWrite]) -> list[Any]:
+        async with asyncio.timeout(self._commit_timeout):
+            conn = self._writer_conn
+            if conn is None or not _is_open(conn):
+                # Nothing has been sent yet, so taking another connection is safe.
+                self._drop_writer_conn()
+                conn = self._writer_conn = await self._pool.acquire()
+            try:
+                async with conn.transaction():
+                    stored = await self._write(conn, batch)
+            except _RECORD_ERRORS:
+                results = await self._commit_isolated(conn, batch)
+            else:
+                results = [_result(item, stored) for item in batch]
+            self.batches_committed += 1
+            return results
+
+    async def _commit_isolated(self, conn: asyncpg.Connection, batch: list[QueuedWrite]) -> list[Any]:
+        """Replay a batch that one bad record failed: a savepoint per caller, one commit."""
+        results: list[Any] = []
+        async with conn.transaction():
+            for item in batch:
+                try:
+                    async with conn.transaction():  # nested: a savepoint
+                        stored = await self._write(conn, [item])
+                except _RECORD_ERRORS as exc:
+                    err = JournalRejected(f"the journal database refused this record: {exc}")
+                    err.__cause__ = exc
+                    results.append(err)
+                else:
+                    results.append(_result(item, stored))
+        return results
+
+    @staticmethod
+    async def _write(conn: asyncpg.Connection, batch: list[QueuedWrite]) -> set[str]:
+        """Insert the batch's rows; return the txn_ids of the intakes actually stored."""
+        intakes = [msgspec.structs.astuple(item.intake) for item in batch if item.intake is not None]
+        outcomes = [msgspec.structs.astuple(item.outcome) for item in batch if item.outcome is not None]
+        stored: set[str] = set()
+        # Intakes first: the outcome of a refusal in this batch references its intake.
+        if intakes:
+            rows = await conn.fetch(_INSERT_INTAKES, *zip(*intakes))
+            stored = {row[0] for row in rows}
+        if outcomes:
+            await conn.execute(_INSERT_OUTCOMES, *zip(*outcomes))
+        return stored
+
+    def _drop_writer_conn(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is None or not _is_open(conn):
+            return  # asyncpg has already handed a closed connection back to the pool
+        # Never reuse it: after a failure it may be inside a broken transaction.
+        # terminate() also returns it to the pool, which replaces it.
+        conn.terminate()
+
+    # -- reads (straight from the database, on any pooled connection) ----------------
+
+    async def find(self, acquirer_id: str, tracking_code: str, business_day: date) -> TransactionView | None:
+        """The transaction holding this dedupe key, with its latest outcome, or None."""
+        row = await self._read("fetchrow", _FIND, acquirer_id, tracking_code, business_day)
+        return None if row is None else TransactionView(*row)
+
+    async def count_transactions(self) -> int:
+        return await self._read("fetchval", _COUNT)
+
+    async def summary(self) -> dict[str, int]:
+        """Transactions by response code; those with no outcome yet under "pending"."""
+        rows = await self._read("fetch", _SUMMARY)
+        return {code: count for code, count in rows}
+
+    async def _read(self, method: str, query: str, *args: Any) -> Any:
+        if self._pool is None:
+            raise JournalUnavailable("journal is not running")
+        try:
+            async with asyncio.timeout(self._commit_timeout):
+                async with self._pool.acquire() as conn:
+                    return await getattr(conn, method)(query, *args)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise JournalUnavailable(f"journal read failed: {exc!r}") from exc
+
+
+def _is_open(conn: asyncpg.Connection) -> bool:
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        # When a pooled connection closes, asyncpg releases it to the pool itself and
+        # the proxy we hold refuses every call.
+        return False
+
+
+def _result(item: QueuedWrite, stored: set[str]) -> bool | None:
+    if item.outcome is not None:
+        return None  # outcome or refusal
+    return not item.intake.uses_key or item.intake.txn_id in stored
+
+
+def _unavailable(batch_size: int, exc: BaseException) -> JournalUnavailable:
+    # One exception object per waiter: a shared one would collect every raiser's traceback.
+    err = JournalUnavailable(f"journal batch of {batch_size} not committed: {exc!r}")
+    err.__cause__ = exc
+    return err
+
+
+def _settle(future: asyncio.Future, result: Any) -> None:
+    if future.done():  # the caller gave up; its result has no one to go to
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -1,0 +1,145 @@
+"""The journal's vocabulary: the records it stores, the view it returns, the errors it raises.
+
+Records are frozen ``msgspec.Struct``s because the switch builds two of them for every
+top-up; they validate only what the database cannot be trusted to catch the same way in
+both backends (time zones and the state name). Everything else is stored as given: the
+switch masks the card and normalises the MSISDN before it builds an Intake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime
+
+import msgspec
+
+# Outcome.state values. "refused": turned away by the switch before any operator;
+# "declined": a non-00 answer (from an operator, or the switch's no-link path);
+# "unknown": sent to an operator that never answered; "approved": 00.
+STATES = frozenset({"approved", "declined", "unknown", "refused"})
+
+
+def _require_aware(name: str, value: datetime) -> None:
+    # A naive datetime would be stored as if it were UTC in one backend and rejected or
+    # shifted in the other; refuse it here so both journals hold the same instant.
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime, got {value!r}")
+
+
+class Intake(msgspec.Struct, frozen=True):
+    """Written when a request is accepted for processing."""
+
+    txn_id: str  # uuid4 hex made by the switch
+    received_at: datetime  # UTC, tz-aware
+    business_day: date
+    mti: str  # "0200" / "0201"
+    acquirer_id: str  # field 32
+    tracking_code: str  # field 37
+    stan: str  # field 11
+    transmitted_at: str | None  # field 7 as sent (MMDDhhmmss)
+    terminal_id: str | None  # field 41
+    merchant_id: str | None  # field 42
+    card_masked: str | None  # field 2, first 6 + last 4
+    msisdn: str | None  # normalised international digits, or raw if normalising failed
+    amount: int | None
+    currency: str | None
+    channel: str | None  # field 48 CH
+    uses_key: bool  # claims the dedupe key (acquirer_id, tracking_code, business_day)
+
+    def __post_init__(self) -> None:
+        _require_aware("received_at", self.received_at)
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """Written when the transaction ends."""
+
+    txn_id: str
+    ended_at: datetime
+    state: str  # one of STATES
+    response_code: str  # field 39 sent to the acquirer
+    operator_id: str | None
+    operator_ref: str | None  # the operator's transaction id
+    approval_code: str | None  # field 38
+    operator_code: str | None  # the raw code the operator answered, if any
+    latency_ms: float  # received_at -> outcome
+
+    def __post_init__(self) -> None:
+        _require_aware("ended_at", self.ended_at)
+        if self.state not in STATES:
+            raise ValueError(f"state must be one of {sorted(STATES)}, got {self.state!r}")
+
+
+class TransactionView(msgspec.Struct, frozen=True):
+    """One row of the ``transactions`` view: an intake and its latest outcome.
+
+    The outcome fields are None while the transaction has no outcome yet.
+    """
+
+    # Intake
+    txn_id: str
+    received_at: datetime
+    business_day: date
+    mti: str
+    acquirer_id: str
+    tracking_code: str
+    stan: str
+    transmitted_at: str | None
+    terminal_id: str | None
+    merchant_id: str | None
+    card_masked: str | None
+    msisdn: str | None
+    amount: int | None
+    currency: str | None
+    channel: str | None
+    uses_key: bool
+    # Latest outcome
+    state: str | None
+    response_code: str | None
+    operator_id: str | None
+    operator_ref: str | None
+    approval_code: str | None
+    operator_code: str | None
+    ended_at: datetime | None
+    latency_ms: float | None
+
+
+class JournalError(Exception):
+    """Base class of everything the journal raises on purpose."""
+
+
+class JournalOverloaded(JournalError):
+    """The write queue is full; nothing was queued. Answer 96 at once."""
+
+
+class JournalUnavailable(JournalError):
+    """The record was not confirmed as committed: the database failed, the commit did
+    not finish within commit_timeout, or the journal is not running."""
+
+
+class JournalRejected(JournalUnavailable):
+    """The database refused this one record (a constraint or a bad value, e.g. an
+    outcome for a txn_id that has no intake). The other records of its batch were
+    committed. A subclass of JournalUnavailable because, for the caller, the record
+    was not stored all the same."""
+
+
+class QueuedWrite:
+    """One caller's unit of work waiting for the writer: an intake, an outcome, or both
+    (a refusal). Its rows are written together, in one transaction, or not at all."""
+
+    __slots__ = ("intake", "outcome", "future", "abandoned")
+
+    def __init__(self, intake: Intake | None, outcome: Outcome | None, future: asyncio.Future) -> None:
+        self.intake = intake
+        self.outcome = outcome
+        self.future = future
+        # Set on the event loop when the caller stopped waiting (timeout, cancellation);
+        # a plain attribute so that a writer thread can read it. A lone intake whose
+        # caller gave up is not written if the writer has not taken it yet: the request
+        # (answered 96) then leaves no orphan row holding its dedupe key. Outcomes and
+        # refusals are always written: they record what already happened.
+        self.abandoned = False
+
+    @property
+    def droppable(self) -> bool:
+        return self.abandoned and self.outcome is None

@@ -1,0 +1,229 @@
+"""The journal's schema, for both backends: DDL, migrations and the column lists.
+
+Each backend has an ordered tuple of migrations; migration N (1-based) is a tuple of
+SQL statements, applied in one transaction together with the row recording version N in
+``schema_version``. Never edit a migration that has shipped: append a new one.
+
+Both backends hold the same shape:
+
+- ``intake``: append-only, one row per accepted request, primary key txn_id, and a
+  partial UNIQUE index on (acquirer_id, tracking_code, business_day) WHERE uses_key:
+  the dedupe key. Only intakes that claim the key are in that index, so refusals and
+  other uses_key=False intakes never conflict.
+- ``outcome``: append-only, how each transaction ended; txn_id references intake. More
+  than one outcome per txn_id is allowed (nothing is ever updated); the view takes the
+  latest.
+- ``transactions``: view, one row per intake with its latest outcome (or NULLs).
+- ``schema_version(version, applied_at)``.
+
+Statements are kept one per string because SQLite's executescript() commits whatever
+transaction is open, which would break the all-or-nothing migration.
+"""
+
+from __future__ import annotations
+
+from .records import Intake, Outcome, TransactionView
+
+INTAKE_COLUMNS: tuple[str, ...] = Intake.__struct_fields__
+OUTCOME_COLUMNS: tuple[str, ...] = Outcome.__struct_fields__
+VIEW_COLUMNS: tuple[str, ...] = TransactionView.__struct_fields__
+
+# -- PostgreSQL ---------------------------------------------------------------------
+
+POSTGRES_SCHEMA_VERSION_DDL = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+# Element types for the unnest() batch inserts, in struct field order.
+POSTGRES_INTAKE_TYPES: dict[str, str] = {
+    "txn_id": "text",
+    "received_at": "timestamptz",
+    "business_day": "date",
+    "mti": "text",
+    "acquirer_id": "text",
+    "tracking_code": "text",
+    "stan": "text",
+    "transmitted_at": "text",
+    "terminal_id": "text",
+    "merchant_id": "text",
+    "card_masked": "text",
+    "msisdn": "text",
+    "amount": "bigint",
+    "currency": "text",
+    "channel": "text",
+    "uses_key": "boolean",
+}
+POSTGRES_OUTCOME_TYPES: dict[str, str] = {
+    "txn_id": "text",
+    "ended_at": "timestamptz",
+    "state": "text",
+    "response_code": "text",
+    "operator_id": "text",
+    "operator_ref": "text",
+    "approval_code": "text",
+    "operator_code": "text",
+    "latency_ms": "double precision",
+}
+
+_POSTGRES_V1: tuple[str, ...] = (
+    """
+    CREATE TABLE intake (
+        txn_id          text PRIMARY KEY,
+        received_at     timestamptz NOT NULL,
+        business_day    date NOT NULL,
+        mti             text NOT NULL,
+        acquirer_id     text NOT NULL,
+        tracking_code   text NOT NULL,
+        stan            text NOT NULL,
+        transmitted_at  text,
+        terminal_id     text,
+        merchant_id     text,
+        card_masked     text,
+        msisdn          text,
+        amount          bigint,
+        currency        text,
+        channel         text,
+        uses_key        boolean NOT NULL
+    )""",
+    """
+    CREATE UNIQUE INDEX intake_key_uq
+        ON intake (acquirer_id, tracking_code, business_day) WHERE uses_key""",
+    "CREATE INDEX intake_msisdn_idx ON intake (msisdn)",
+    "CREATE INDEX intake_received_at_idx ON intake (received_at)",
+    "CREATE INDEX intake_tracking_code_idx ON intake (tracking_code)",
+    """
+    CREATE TABLE outcome (
+        id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        txn_id          text NOT NULL REFERENCES intake (txn_id),
+        ended_at        timestamptz NOT NULL,
+        state           text NOT NULL
+                        CHECK (state IN ('approved', 'declined', 'unknown', 'refused')),
+        response_code   text NOT NULL,
+        operator_id     text,
+        operator_ref    text,
+        approval_code   text,
+        operator_code   text,
+        latency_ms      double precision NOT NULL
+    )""",
+    # Serves both the FK lookups and "latest outcome of this txn" in the view.
+    "CREATE INDEX outcome_txn_idx ON outcome (txn_id, ended_at DESC, id DESC)",
+    # Append-only is enforced, not just promised. (TRUNCATE, for a deliberate purge by
+    # an operator, is not a row event and still works.)
+    """
+    CREATE FUNCTION journal_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'journal table % is append-only', TG_TABLE_NAME;
+    END
+    $$""",
+    """
+    CREATE TRIGGER intake_append_only BEFORE UPDATE OR DELETE ON intake
+        FOR EACH ROW EXECUTE FUNCTION journal_append_only()""",
+    """
+    CREATE TRIGGER outcome_append_only BEFORE UPDATE OR DELETE ON outcome
+        FOR EACH ROW EXECUTE FUNCTION journal_append_only()""",
+    """
+    CREATE VIEW transactions AS
+    SELECT i.txn_id, i.received_at, i.business_day, i.mti, i.acquirer_id,
+           i.tracking_code, i.stan, i.transmitted_at, i.terminal_id, i.merchant_id,
+           i.card_masked, i.msisdn, i.amount, i.currency, i.channel, i.uses_key,
+           o.state, o.response_code, o.operator_id, o.operator_ref, o.approval_code,
+           o.operator_code, o.ended_at, o.latency_ms
+      FROM intake i
+      LEFT JOIN LATERAL (
+            SELECT *
+              FROM outcome o
+             WHERE o.txn_id = i.txn_id
+             ORDER BY o.ended_at DESC, o.id DESC
+             LIMIT 1
+      ) o ON true""",
+)
+
+POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (_POSTGRES_V1,)
+
+# -- SQLite ---------------------------------------------------------------------------
+# Times are ISO 8601 text in UTC with microseconds (always the same width, so text
+# order is time order); business_day is ISO date text; uses_key is 0/1.
+
+SQLITE_SCHEMA_VERSION_DDL = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER PRIMARY KEY,
+    applied_at TEXT NOT NULL
+)"""
+
+_SQLITE_V1: tuple[str, ...] = (
+    # NOT NULL on the text primary key: SQLite otherwise accepts NULL keys.
+    """
+    CREATE TABLE intake (
+        txn_id          TEXT NOT NULL PRIMARY KEY,
+        received_at     TEXT NOT NULL,
+        business_day    TEXT NOT NULL,
+        mti             TEXT NOT NULL,
+        acquirer_id     TEXT NOT NULL,
+        tracking_code   TEXT NOT NULL,
+        stan            TEXT NOT NULL,
+        transmitted_at  TEXT,
+        terminal_id     TEXT,
+        merchant_id     TEXT,
+        card_masked     TEXT,
+        msisdn          TEXT,
+        amount          INTEGER,
+        currency        TEXT,
+        channel         TEXT,
+        uses_key        INTEGER NOT NULL CHECK (uses_key IN (0, 1))
+    )""",
+    """
+    CREATE UNIQUE INDEX intake_key_uq
+        ON intake (acquirer_id, tracking_code, business_day) WHERE uses_key""",
+    "CREATE INDEX intake_msisdn_idx ON intake (msisdn)",
+    "CREATE INDEX intake_received_at_idx ON intake (received_at)",
+    "CREATE INDEX intake_tracking_code_idx ON intake (tracking_code)",
+    # id is the rowid: it only grows (nothing is deleted), so it breaks ended_at ties.
+    """
+    CREATE TABLE outcome (
+        id              INTEGER PRIMARY KEY,
+        txn_id          TEXT NOT NULL REFERENCES intake (txn_id),
+        ended_at        TEXT NOT NULL,
+        state           TEXT NOT NULL
+                        CHECK (state IN ('approved', 'declined', 'unknown', 'refused')),
+        response_code   TEXT NOT NULL,
+        operator_id     TEXT,
+        operator_ref    TEXT,
+        approval_code   TEXT,
+        operator_code   TEXT,
+        latency_ms      REAL NOT NULL
+    )""",
+    "CREATE INDEX outcome_txn_idx ON outcome (txn_id, ended_at, id)",
+    """
+    CREATE TRIGGER intake_no_update BEFORE UPDATE ON intake
+    BEGIN SELECT RAISE(ABORT, 'journal table intake is append-only'); END""",
+    """
+    CREATE TRIGGER intake_no_delete BEFORE DELETE ON intake
+    BEGIN SELECT RAISE(ABORT, 'journal table intake is append-only'); END""",
+    """
+    CREATE TRIGGER outcome_no_update BEFORE UPDATE ON outcome
+    BEGIN SELECT RAISE(ABORT, 'journal table outcome is append-only'); END""",
+    """
+    CREATE TRIGGER outcome_no_delete BEFORE DELETE ON outcome
+    BEGIN SELECT RAISE(ABORT, 'journal table outcome is append-only'); END""",
+    """
+    CREATE VIEW transactions AS
+    SELECT i.txn_id, i.received_at, i.business_day, i.mti, i.acquirer_id,
+           i.tracking_code, i.stan, i.transmitted_at, i.terminal_id, i.merchant_id,
+           i.card_masked, i.msisdn, i.amount, i.currency, i.channel, i.uses_key,
+           o.state, o.response_code, o.operator_id, o.operator_ref, o.approval_code,
+           o.operator_code, o.ended_at, o.latency_ms
+      FROM intake i
+      LEFT JOIN outcome o
+        ON o.id = (SELECT o2.id
+                     FROM outcome o2
+                    WHERE o2.txn_id = i.txn_id
+                    ORDER BY o2.ended_at DESC, o2.id DESC
+                    LIMIT 1)""",
+)
+
+SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SQLITE_V1,)
+
+assert tuple(POSTGRES_INTAKE_TYPES) == INTAKE_COLUMNS
+assert tuple(POSTGRES_OUTCOME_TYPES) == OUTCOME_COLUMNS
