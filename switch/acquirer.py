@@ -28,6 +28,10 @@ class AcquirerDirectory:
     """Which acquirer a peer address belongs to."""
 
     def __init__(self, acquirers: list[AcquirerConfig]):
+        self.replace(acquirers)
+
+    def replace(self, acquirers: list[AcquirerConfig]) -> None:
+        """New connections are identified against these acquirers from now on."""
         self._networks = [(ipaddress.ip_network(address, strict=False), acquirer)
                           for acquirer in acquirers for address in acquirer.allowed_addresses]
 

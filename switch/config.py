@@ -52,16 +52,20 @@ class AcquirerConfig(Struct):
 
 
 class LinkConfig(Struct):
+    """`connect`: the switch dials host:port. `accept`: the switch listens on host:port and the
+    operator's host dials in from one of `allowed_addresses`."""
     port: int
-    mode: Literal["connect"] = "connect"
+    mode: Literal["connect", "accept"] = "connect"
     host: str = "127.0.0.1"
+    allowed_addresses: tuple[str, ...] = ()
 
 
 class OperatorConfig(Struct):
     id: str
     name: str
-    dialect: Literal["opa87"]
+    dialect: Literal["opa87", "opb93", "opcjson"]
     links: list[LinkConfig]
+    secret: str | None = None        # opcjson: the login secret of `accept` links
     timeout: float = DEFAULT_OPERATOR_TIMEOUT
     max_in_flight: int = DEFAULT_OPERATOR_IN_FLIGHT
     echo_interval: float = DEFAULT_ECHO_INTERVAL
@@ -182,5 +186,16 @@ def _check(config: SwitchConfig, path: Path) -> None:
             fail(f"{key}.links", "an operator needs at least one link")
         if operator.timeout <= 0:
             fail(f"{key}.timeout", "must be positive")
+        for j, link in enumerate(operator.links):
+            if link.mode == "accept":
+                if not link.allowed_addresses:
+                    fail(f"{key}.links[{j}].allowed_addresses", "an accept link needs the operator's addresses")
+                for address in link.allowed_addresses:
+                    try:
+                        ipaddress.ip_network(address, strict=False)
+                    except ValueError:
+                        fail(f"{key}.links[{j}].allowed_addresses", f"{address!r} is not an IP address or network")
+                if operator.dialect == "opcjson" and not operator.secret:
+                    fail(f"{key}.secret", "an opcjson operator with accept links needs its login secret")
     if not config.path(config.routing.routes).is_file():
         fail("routing.routes", f"no such file {config.path(config.routing.routes)}")

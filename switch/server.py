@@ -1,9 +1,14 @@
 """A running switch: configuration in, listener and operator links up, journal open.
 
-Start-up order: journal (schema migrated), routing, dedupe, operator links, then
-the acquirer listener last, so nothing is accepted before it can be served.
-Shutdown is the reverse: stop listening, let in-flight transactions finish
-within a bound, close links, flush and close the journal.
+Start-up order: journal (schema migrated), operator links, then the acquirer
+listener last, so nothing is accepted before it can be served. Shutdown is the
+reverse: stop listening, let in-flight transactions finish within a bound, sign
+off and close links, flush and close the journal.
+
+`reload()` applies a changed configuration without a restart: routes, amount
+rules, acquirers and operator links. Links that did not change stay up; removed
+links take no new requests and close once their in-flight requests finish.
+A configuration that does not validate is refused and the running one stays.
 """
 
 from __future__ import annotations
@@ -11,18 +16,23 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from routing import Router
+from routing import Router, RoutingConfigError
 from switch.acquirer import AcquirerConnection, AcquirerDirectory
-from switch.config import SwitchConfig
+from switch.config import SwitchConfig, load_config
 from switch.dedupe import DedupeWindow
+from switch.errors import ConfigError
 from switch.journal import Journal, PostgresJournal, SQLiteJournal
-from switch.operator_link import OperatorPool
+from switch.operators.link import OperatorPool
 from switch.topup import TopUpFlow
 from switch.wire import load_dialect
 
 log = logging.getLogger("airswitch")
 
-DRAIN_TIMEOUT = 15.0  # seconds in-flight transactions get to finish at shutdown
+DRAIN_TIMEOUT = 15.0     # seconds in-flight transactions get to finish at shutdown or when a link is removed
+NEW_OPERATOR_WAIT = 5.0  # seconds a reload waits for a new operator's links before routing to it
+
+# What a reload cannot change in a running process.
+RESTART_ONLY = ("institution_id", "terminal_id", "listener", "journal", "dedupe", "business_day")
 
 
 def open_journal(config: SwitchConfig) -> Journal:
@@ -35,41 +45,79 @@ def open_journal(config: SwitchConfig) -> Journal:
 def load_router(config: SwitchConfig) -> Router:
     routing = config.routing
     ported = config.path(routing.ported) if routing.ported else None
-    return Router.from_files(config.path(routing.routes), ported, routing.carrier_fallback)
+    try:
+        return Router.from_files(config.path(routing.routes), ported, routing.carrier_fallback)
+    except RoutingConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class Switch:
     def __init__(self, config: SwitchConfig, journal: Journal | None = None):
         self.config = config
         self.journal = journal or open_journal(config)
-        self.operators = {op.id: OperatorPool(op, config.institution_id, config.terminal_id)
-                          for op in config.operators}
         self.dedupe = DedupeWindow(config.dedupe.window, config.dedupe.backend, config.dedupe.redis_url)
-        self.flow: TopUpFlow | None = None
+        self.operators: dict[str, OperatorPool] = {}
+        self.flow = TopUpFlow(config, load_dialect("bank87"), load_router(config), self.journal, self.dedupe,
+                              self.operators)
+        self.directory = AcquirerDirectory(config.acquirers)
         self.tasks: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None
+        self._reloading = asyncio.Lock()
 
     @property
     def port(self) -> int:
         return self._server.sockets[0].getsockname()[1]
 
+    def _pool(self, operator) -> OperatorPool:
+        return OperatorPool(operator, self.config.institution_id, self.config.terminal_id,
+                            self.flow.record_late_answer)
+
     async def start(self) -> None:
         await self.journal.start()
-        router = load_router(self.config)
-        self.flow = TopUpFlow(self.config, load_dialect("bank87"), router, self.journal, self.dedupe,
-                              self.operators)
-        for pool in self.operators.values():
-            pool.start()
-        directory = AcquirerDirectory(self.config.acquirers)
+        for operator in self.config.operators:
+            pool = self.operators[operator.id] = self._pool(operator)
+            await pool.start()
         listener = self.config.listener
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: AcquirerConnection(self.flow, directory, listener, self.tasks),
+            lambda: AcquirerConnection(self.flow, self.directory, listener, self.tasks),
             listener.host, listener.port, reuse_address=True)
         log.info("airswitch listening for acquirers on %s:%d", listener.host, self.port)
 
     async def wait_operators_up(self, timeout: float = 10.0) -> bool:
         results = await asyncio.gather(*(pool.wait_up(timeout) for pool in self.operators.values()))
         return all(results)
+
+    async def reload(self) -> bool:
+        """Re-read the configuration file and apply it; False (and nothing changed) if it does not validate."""
+        async with self._reloading:
+            try:
+                config = load_config(self.config.source)
+                router = load_router(config)
+            except (ConfigError, OSError) as exc:
+                log.error("reload refused, the running configuration stays: %s", exc)
+                return False
+            for key in RESTART_ONLY:
+                if getattr(config, key) != getattr(self.config, key):
+                    log.warning("reload: %s changed; it takes effect only after a restart", key)
+            old = {op.id: op for op in self.config.operators}
+            new = {op.id: op for op in config.operators}
+            replaced = [op_id for op_id in new if op_id in old and
+                        (new[op_id].dialect, new[op_id].secret) != (old[op_id].dialect, old[op_id].secret)]
+            retired = [self.operators.pop(op_id) for op_id in [*[i for i in old if i not in new], *replaced]]
+            for op_id, operator in new.items():
+                if op_id in self.operators:
+                    await self.operators[op_id].reconfigure(operator, DRAIN_TIMEOUT)
+                else:
+                    pool = self.operators[op_id] = self._pool(operator)
+                    await pool.start()
+                    if not await pool.wait_up(NEW_OPERATOR_WAIT):
+                        log.warning("reload: new operator %s has no live link yet", op_id)
+            self.config = config
+            self.directory.replace(config.acquirers)
+            self.flow.reconfigure(config, router)
+            await asyncio.gather(*(pool.drain(DRAIN_TIMEOUT) for pool in retired))
+            log.info("configuration reloaded from %s", config.source)
+            return True
 
     async def stop(self) -> None:
         if self._server is not None:

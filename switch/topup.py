@@ -20,7 +20,7 @@ from switch.config import AcquirerConfig, SwitchConfig
 from switch.dedupe import DedupeWindow, dedupe_key
 from switch.journal import Intake, Journal, JournalError, Outcome
 from switch.model import OperatorAnswer, TopUp
-from switch.operator_link import NoAnswer, NoLiveLink, OperatorPool
+from switch.operators.link import NoAnswer, NoLiveLink, OperatorPool
 from switch.wire import Dialect
 
 log = logging.getLogger("airswitch.topup")
@@ -91,6 +91,12 @@ class TopUpFlow:
         self.in_flight = 0
         # Top-ups still in flight by dedupe key, so a 0201 can wait for the original's answer.
         self._pending: dict[str, asyncio.Future] = {}
+        self._background: set[asyncio.Task] = set()
+
+    def reconfigure(self, config: SwitchConfig, router: Router) -> None:
+        """A reloaded configuration: routes and amount rules apply to the next request."""
+        self.config = config
+        self.router = router
 
     # -- entry -----------------------------------------------------------------
     async def handle(self, request: dict, acquirer: AcquirerConfig, signed_on: bool) -> dict | None:
@@ -280,6 +286,23 @@ class TopUpFlow:
         except JournalError as exc:
             log.error("txn %s: refusal %s not journaled: %s", txn_id, code, exc)
         return self.answer(request, code)
+
+    def record_late_answer(self, operator_id: str, topup: TopUp, answer: OperatorAnswer) -> None:
+        """An operator answered after the switch gave up (the acquirer got 91): journal it against its
+        transaction. The state stays unknown; the reversal that settles it is the switch's own business."""
+        late = Outcome(txn_id=topup.txn_id, ended_at=utcnow(), state="unknown", response_code=UNAVAILABLE,
+                       operator_id=operator_id, operator_ref=answer.operator_ref, approval_code=None,
+                       operator_code=answer.operator_code, latency_ms=0.0, event="late_answer")
+        task = asyncio.get_running_loop().create_task(self._journal_late_answer(late))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _journal_late_answer(self, late: Outcome) -> None:
+        try:
+            await self.journal.record_outcome(late)
+        except JournalError as exc:
+            log.critical("txn %s: late answer %s from %s NOT journaled: %s", late.txn_id, late.operator_code,
+                         late.operator_id, exc)
 
     def intake(self, request: dict, txn_id: str, received_at, business_day: date, msisdn: str | None,
                uses_key: bool) -> Intake:

@@ -17,6 +17,7 @@ import msgspec
 # "declined": a non-00 answer (from an operator, or the switch's no-link path);
 # "unknown": sent to an operator that never answered; "approved": 00.
 STATES = frozenset({"approved", "declined", "unknown", "refused"})
+EVENTS = frozenset({"end", "late_answer"})
 
 
 def _require_aware(name: str, value: datetime) -> None:
@@ -51,7 +52,10 @@ class Intake(msgspec.Struct, frozen=True):
 
 
 class Outcome(msgspec.Struct, frozen=True):
-    """Written when the transaction ends."""
+    """Written when the transaction ends, and for each later event about it
+    (`event`: "end" for the end itself, "late_answer" when an operator answers after
+    the switch gave up: the state and the acquirer's 39 stay, the operator's code and
+    reference are recorded). The view shows the latest row."""
 
     txn_id: str
     ended_at: datetime
@@ -62,9 +66,12 @@ class Outcome(msgspec.Struct, frozen=True):
     approval_code: str | None  # field 38
     operator_code: str | None  # the raw code the operator answered, if any
     latency_ms: float  # received_at -> outcome
+    event: str = "end"  # one of EVENTS
 
     def __post_init__(self) -> None:
         _require_aware("ended_at", self.ended_at)
+        if self.event not in EVENTS:
+            raise ValueError(f"event must be one of {sorted(EVENTS)}, got {self.event!r}")
         if self.state not in STATES:
             raise ValueError(f"state must be one of {sorted(STATES)}, got {self.state!r}")
 

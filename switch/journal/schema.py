@@ -65,6 +65,7 @@ POSTGRES_OUTCOME_TYPES: dict[str, str] = {
     "approval_code": "text",
     "operator_code": "text",
     "latency_ms": "double precision",
+    "event": "text",
 }
 
 _POSTGRES_V1: tuple[str, ...] = (
@@ -140,7 +141,13 @@ _POSTGRES_V1: tuple[str, ...] = (
       ) o ON true""",
 )
 
-POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (_POSTGRES_V1,)
+# v2: outcome rows also record later events about a transaction (a late operator answer).
+_POSTGRES_V2: tuple[str, ...] = (
+    "ALTER TABLE outcome ADD COLUMN event text NOT NULL DEFAULT 'end'"
+    " CHECK (event IN ('end', 'late_answer'))",
+)
+
+POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (_POSTGRES_V1, _POSTGRES_V2)
 
 # -- SQLite ---------------------------------------------------------------------------
 # Times are ISO 8601 text in UTC with microseconds (always the same width, so text
@@ -223,7 +230,12 @@ _SQLITE_V1: tuple[str, ...] = (
                     LIMIT 1)""",
 )
 
-SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SQLITE_V1,)
+_SQLITE_V2: tuple[str, ...] = (
+    "ALTER TABLE outcome ADD COLUMN event TEXT NOT NULL DEFAULT 'end'"
+    " CHECK (event IN ('end', 'late_answer'))",
+)
+
+SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SQLITE_V1, _SQLITE_V2)
 
 assert tuple(POSTGRES_INTAKE_TYPES) == INTAKE_COLUMNS
 assert tuple(POSTGRES_OUTCOME_TYPES) == OUTCOME_COLUMNS

@@ -80,7 +80,7 @@ def _intake_row(i: Intake) -> tuple:
 def _outcome_row(o: Outcome) -> tuple:
     return (
         o.txn_id, _iso(o.ended_at), o.state, o.response_code, o.operator_id,
-        o.operator_ref, o.approval_code, o.operator_code, o.latency_ms,
+        o.operator_ref, o.approval_code, o.operator_code, o.latency_ms, o.event,
     )  # fmt: skip
 
 

@@ -1,5 +1,6 @@
-"""ISO 8583 dialects as data: a file in `codecs/` names its framing, a pyiso8583
+"""Wire dialects as data: a file in `codecs/` names its framing, a pyiso8583
 base spec and the field overrides, plus the dialect's code tables and rules.
+A `json-lines` file (opcjson) names no spec: its messages are JSON objects.
 
 pyiso8583 is the codec. This module only adds what pyiso8583 leaves to its
 caller: it decodes exactly one framed message, encodes from a copy (pyiso8583
@@ -18,10 +19,11 @@ from typing import Any
 
 import iso8583
 import iso8583.specs
+import orjson
 
 from switch.errors import LocalProtocolError, MessageDecodeError
 from switch.resources import data_dir
-from switch.wire.framing import FrameDecoder, encode_frame
+from switch.wire.framing import FrameDecoder, LineDecoder, encode_frame
 
 # Fields we try to recover from a message that does not decode, so that it can
 # still be answered (the acquirer matches answers by MTI, 11 and 37).
@@ -62,8 +64,43 @@ class Dialect:
         return FrameDecoder(self.header, max_frame or self.max_frame)
 
 
-def dialect_from_file(path: Path) -> Dialect:
+@dataclass(frozen=True)
+class JsonLinesDialect:
+    """One JSON object a line. A line that is not an object with a string `type` does not decode."""
+    name: str
+    max_frame: int
+    rules: dict[str, Any] = field(default_factory=dict)
+    header: str = "line"
+
+    def decode(self, payload: bytes) -> dict:
+        try:
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise MessageDecodeError(f"{self.name}: not JSON: {exc}", position=getattr(exc, "pos", None)) from None
+        if not isinstance(message, dict):
+            raise MessageDecodeError(f"{self.name}: a {type(message).__name__}, not a JSON object")
+        if not isinstance(message.get("type"), str):
+            raise MessageDecodeError(f"{self.name}: object without a string 'type'", field="type")
+        return message
+
+    def encode(self, message: dict) -> bytes:
+        payload = orjson.dumps(message)
+        if len(payload) > self.max_frame:
+            raise LocalProtocolError(f"{self.name}: message of {len(payload)} bytes is over the line cap")
+        return payload
+
+    def pack(self, message: dict) -> bytes:
+        return self.encode(message) + b"\n"
+
+    def frame_decoder(self, max_frame: int | None = None) -> LineDecoder:
+        return LineDecoder(max_frame or self.max_frame)
+
+
+def dialect_from_file(path: Path) -> Dialect | JsonLinesDialect:
     definition = json.loads(path.read_text())
+    if definition.get("format") == "json-lines":
+        return JsonLinesDialect(name=definition["name"], max_frame=definition["framing"]["max_frame"],
+                                rules=definition.get("rules", {}))
     base_name = definition["base_spec"]
     try:
         base = getattr(iso8583.specs, base_name)
@@ -78,7 +115,7 @@ def dialect_from_file(path: Path) -> Dialect:
 
 
 @functools.cache
-def load_dialect(name: str) -> Dialect:
+def load_dialect(name: str) -> Dialect | JsonLinesDialect:
     """The dialect `name` as defined in codecs/<name>.json."""
     path = data_dir("codecs") / f"{name}.json"
     if not path.is_file():

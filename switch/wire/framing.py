@@ -5,6 +5,10 @@ bank87/pos87/opb93) and `ascii4` (4 ASCII digits, opa87). Neither counts itself.
 The decoder is a pure state machine in the manner of h11: feed it bytes in any
 slicing, get whole frames back; a frame over the cap or a header that is not a
 length raises `FrameError`, after which the connection must be closed.
+
+`json-lines` dialects (opcjson) are framed by a newline instead: `LineDecoder`
+cuts lines with a cap, and an over-long line is dropped (counted, for the I/O
+layer to log) while the link stays up, as INTERFACES.md 2.3 asks.
 """
 
 from __future__ import annotations
@@ -76,3 +80,45 @@ def encode_frame(payload: bytes, header: str) -> bytes:
             raise LocalProtocolError(f"message of {size} bytes does not fit a 4-digit length")
         return b"%04d" % size + payload
     raise LocalProtocolError(f"unknown frame header {header!r}")
+
+
+class LineDecoder:
+    """Newline-delimited messages; a line over `max_line` bytes (newline not counted) is dropped."""
+
+    __slots__ = ("_buffer", "_discarding", "max_frame", "dropped")
+
+    def __init__(self, max_line: int):
+        self.max_frame = max_line
+        self._buffer = bytearray()
+        self._discarding = False   # inside an over-long line: skip to its newline
+        self.dropped: list[int] = []  # sizes of dropped lines, for the caller to log and clear
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._buffer) or self._discarding
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines: list[bytes] = []
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if self._discarding:
+                self._discarding = False
+                self.dropped[-1] += end - start
+            elif end - start > self.max_frame:
+                self.dropped.append(end - start)
+            elif end > start:
+                lines.append(bytes(buffer[start:end]).rstrip(b"\r"))
+            start = end + 1
+        del buffer[:start]
+        if len(buffer) > self.max_frame:
+            if not self._discarding:
+                self.dropped.append(0)
+                self._discarding = True
+            self.dropped[-1] += len(buffer)
+            buffer.clear()
+        return lines

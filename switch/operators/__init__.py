@@ -1,0 +1,1 @@
+"""The operator side: dialect adapters, links in either direction, and per-operator pools."""
