@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
 
 from switch.errors import AirswitchError
 
@@ -25,11 +27,19 @@ def setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
-async def wait_for_signal() -> None:
+async def wait_for_signal(on_reload=None) -> None:
+    """Until SIGINT or SIGTERM; SIGHUP calls `on_reload` (a coroutine function) when given."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task] = set()
+    if on_reload is not None:
+        def reload() -> None:
+            task = loop.create_task(on_reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+        loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
 
 
@@ -39,16 +49,42 @@ def cmd_serve(args) -> int:
     from switch.server import Switch
 
     config = load_config(args.config)
+    pid_file = Path(args.pid_file) if args.pid_file else None
 
     async def main():
         switch = Switch(config)
         await switch.start()
+        if pid_file is not None:
+            pid_file.write_text(f"{os.getpid()}\n")
         try:
-            await wait_for_signal()
+            await wait_for_signal(on_reload=switch.reload)
         finally:
             await switch.stop()
+            if pid_file is not None:
+                pid_file.unlink(missing_ok=True)
 
     run(main())
+    return 0
+
+
+def cmd_reload(args) -> int:
+    """Ask a running `airswitch serve` to reload its configuration (SIGHUP)."""
+    try:
+        pid = args.pid if args.pid else int(Path(args.pid_file).read_text().strip())
+    except (OSError, ValueError) as exc:
+        print(f"airswitch reload: cannot read the pid file {args.pid_file}: {exc}", file=sys.stderr)
+        return 2
+    if args.config:
+        # Validate first, so a broken file is reported here and not only in the switch's log.
+        from switch.config import load_config
+        from switch.server import load_router
+        load_router(load_config(args.config))
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"airswitch reload: no process {pid}", file=sys.stderr)
+        return 2
+    print(f"asked airswitch (pid {pid}) to reload; its log says whether the new configuration was taken")
     return 0
 
 
@@ -131,7 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the switch")
     serve.add_argument("--config", required=True, help="the switch's TOML configuration")
+    serve.add_argument("--pid-file", default=None, help="write the process id here (for `airswitch reload`)")
     serve.set_defaults(handler=cmd_serve)
+
+    reload = commands.add_parser("reload", help="make a running switch re-read its configuration (SIGHUP)")
+    reload.add_argument("--pid-file", default="airswitch.pid", help="the switch's pid file (default airswitch.pid)")
+    reload.add_argument("--pid", type=int, default=None, help="the switch's process id, instead of a pid file")
+    reload.add_argument("--config", default=None, help="validate this file first and refuse if it does not")
+    reload.set_defaults(handler=cmd_reload)
 
     demo = commands.add_parser("demo", help="switch, three operator simulators and two banks in one command")
     demo.add_argument("--seconds", type=float, default=15.0, help="how long the banks send (default 15)")

@@ -21,9 +21,24 @@ BANK87 = load_dialect("bank87")
 MELLI = "603799"          # acquirer of 127.0.0.1 in the test configuration
 NOVIN = "627412"          # acquirer of 127.0.0.2
 OPERATORS = ("MCI", "IRANCELL", "RIGHTEL")
+DEFAULT_LINK = ("opa87", "connect")
 
 
-def switch_config(operator_ports: dict[str, int], **overrides) -> object:
+SECRET = "test-secret"
+
+
+def link_config(dialect: str, mode: str, port: int) -> dict:
+    if mode == "accept":
+        return {"mode": "accept", "host": "127.0.0.1", "port": 0, "allowed_addresses": ["127.0.0.1/32"]}
+    return {"mode": "connect", "host": "127.0.0.1", "port": port}
+
+
+def switch_config(operator_ports: dict[str, int], dialects: dict[str, tuple[str, str]] | None = None,
+                  **overrides) -> object:
+    """The test switch; `dialects` maps an operator id to (dialect, link mode); default opa87 connect."""
+    dialects = dialects or {}
+    operator_timeout = overrides.pop("operator_timeout", 1.0)
+    echo_interval = overrides.pop("echo_interval", 30.0)
     raw = {
         "institution_id": "99001",
         "terminal_id": "AIRSW001",
@@ -34,9 +49,9 @@ def switch_config(operator_ports: dict[str, int], **overrides) -> object:
             {"institution_id": NOVIN, "name": "Eghtesad Novin PSP", "allowed_addresses": ["127.0.0.2/32"]},
         ],
         "operators": [
-            {"id": op_id, "name": op_id, "dialect": "opa87", "timeout": overrides.pop("operator_timeout", 1.0),
-             "echo_interval": overrides.pop("echo_interval", 30.0), "backoff_max": 0.5,
-             "links": [{"mode": "connect", "host": "127.0.0.1", "port": port}]}
+            {"id": op_id, "name": op_id, "dialect": dialects.get(op_id, DEFAULT_LINK)[0], "secret": SECRET,
+             "timeout": operator_timeout, "echo_interval": echo_interval, "backoff_max": 0.5,
+             "links": [link_config(*dialects.get(op_id, DEFAULT_LINK), port)]}
             for op_id, port in operator_ports.items()
         ],
         **overrides,
@@ -45,15 +60,30 @@ def switch_config(operator_ports: dict[str, int], **overrides) -> object:
 
 
 @contextlib.asynccontextmanager
-async def running_switch(journal, behaviours: dict[str, OperatorBehaviour] | None = None, **overrides):
-    """Operator simulators, then the switch on port 0 with its links up."""
-    behaviours = behaviours or {}
-    simulators = {op_id: OperatorSimulator(op_id, behaviours.get(op_id, OperatorBehaviour(latency_ms=1)))
-                  for op_id in OPERATORS}
-    ports = {op_id: await simulator.start() for op_id, simulator in simulators.items()}
-    switch = Switch(switch_config(ports, **overrides), journal=journal)
+async def running_switch(journal, behaviours: dict[str, OperatorBehaviour] | None = None,
+                         dialects: dict[str, tuple[str, str]] | None = None, **overrides):
+    """Operator simulators and the switch on port 0, with every operator's link up.
+    Simulators of `connect` links listen before the switch starts; those of `accept` links dial it after."""
+    behaviours, dialects = behaviours or {}, dialects or {}
+    simulators, ports = {}, {}
+
+    def simulator(op_id: str, **kwargs) -> OperatorSimulator:
+        return OperatorSimulator(op_id, behaviours.get(op_id, OperatorBehaviour(latency_ms=1)),
+                                 dialect=dialects.get(op_id, DEFAULT_LINK)[0], secret=SECRET, **kwargs)
+
+    for op_id in OPERATORS:
+        ports[op_id] = 0
+        if dialects.get(op_id, DEFAULT_LINK)[1] == "connect":
+            simulators[op_id] = simulator(op_id)
+            ports[op_id] = await simulators[op_id].start()
+    switch = Switch(switch_config(ports, dialects, **overrides), journal=journal)
     await switch.start()
     try:
+        for op_id in OPERATORS:
+            if op_id not in simulators:
+                simulators[op_id] = simulator(op_id, mode="dial",
+                                              switch_port=switch.operators[op_id].accept_port())
+                await simulators[op_id].start()
         assert await switch.wait_operators_up(5.0), "operator links did not come up"
         switch.simulators = simulators
         yield switch

@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Iterator
 
 from switch.config import LinkConfig, OperatorConfig
 from switch.errors import RemoteProtocolError
@@ -55,7 +55,8 @@ class OperatorLink(asyncio.Protocol):
 
     def __init__(self, operator: OperatorConfig, adapter: Adapter, name: str,
                  on_late_answer: LateAnswerHandler | None = None, link: LinkConfig | None = None,
-                 on_accepted: Callable[["OperatorLink", tuple], None] | None = None):
+                 on_accepted: Callable[["OperatorLink", tuple], None] | None = None,
+                 counter: Iterator[int] | None = None):
         self.operator = operator
         self.on_accepted = on_accepted  # accept mode: the pool vets the peer and starts serving
         self.link = link              # the configured link (connect mode); None for an accepted one
@@ -68,7 +69,9 @@ class OperatorLink(asyncio.Protocol):
         self._decoder = adapter.dialect.frame_decoder()
         self._pending: dict[str, tuple[asyncio.Future, TopUp | None]] = {}
         self._expired: OrderedDict[str, TopUp] = OrderedDict()
-        self._counter = itertools.count(1)
+        # Shared by all links of an operator: an operator knows a request by its STAN and time, whichever
+        # link brought it, so a new or redialled link must not start again at STAN 1.
+        self._counter = counter if counter is not None else itertools.count(random.randrange(1, 1_000_000))
         self._last_received = 0.0
         self._closing = False
         self._lost: asyncio.Future | None = None
@@ -119,16 +122,22 @@ class OperatorLink(asyncio.Protocol):
         self._signed_on = True
 
     # -- accept mode ------------------------------------------------------------------
+    def expect_handshake(self) -> None:
+        """From now on the first message must be a sign-on or login (set before any byte is read)."""
+        self._handshake_done = asyncio.get_running_loop().create_future()
+
     async def serve_accepted(self, handshake_timeout: float) -> None:
         """Run an accepted connection: wait for its handshake, then keep it alive until it drops."""
-        self._handshake_done = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(asyncio.shield(self._handshake_done), handshake_timeout)
+            await asyncio.wait([self._handshake_done, self._lost], timeout=handshake_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not self._handshake_done.done():
+                if not self._lost.done():
+                    log.warning("link %s: no valid handshake within %.0fs; closing", self.name, handshake_timeout)
+                return
             self._signed_on = True
             log.info("link %s up (accepted)", self.name)
             await self._keep_alive()
-        except asyncio.TimeoutError:
-            log.warning("link %s: no valid handshake within %.0fs; closing", self.name, handshake_timeout)
         except (NoAnswer, RemoteProtocolError, ConnectionError) as exc:
             log.warning("link %s down: %s", self.name, exc)
         finally:
@@ -316,6 +325,7 @@ class OperatorPool:
         self.servers: dict[LinkConfig, asyncio.Server] = {}
         self.accepted: dict[OperatorLink, LinkConfig] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._counter = itertools.count(random.randrange(1, 1_000_000))
 
     @property
     def links(self) -> list[OperatorLink]:
@@ -332,13 +342,14 @@ class OperatorPool:
     async def _open(self, link: LinkConfig) -> None:
         if link.mode == "connect":
             dialed = OperatorLink(self.operator, self.adapter, f"{self.operator.id} -> {link.host}:{link.port}",
-                                  self.on_late_answer, link)
+                                  self.on_late_answer, link, counter=self._counter)
             self.dialed[link] = dialed
             dialed.start()
         else:
             self.servers[link] = await asyncio.get_running_loop().create_server(
                 lambda: OperatorLink(self.operator, self.adapter, f"{self.operator.id} <- ?", self.on_late_answer,
-                                     on_accepted=lambda accepted, peer: self._accepted(accepted, peer, link)),
+                                     on_accepted=lambda accepted, peer: self._accepted(accepted, peer, link),
+                                     counter=self._counter),
                 link.host, link.port, reuse_address=True)
             log.info("operator %s: accepting %s links on %s:%d", self.operator.id, self.operator.dialect,
                      link.host, self.servers[link].sockets[0].getsockname()[1])
@@ -351,6 +362,7 @@ class OperatorPool:
             link.transport.close()
             return
         self.accepted[link] = config
+        link.expect_handshake()
         task = asyncio.get_running_loop().create_task(link.serve_accepted(HANDSHAKE_TIMEOUT))
         self._tasks.add(task)
         task.add_done_callback(lambda _: (self._tasks.discard(task), self.accepted.pop(link, None)))
