@@ -45,6 +45,7 @@ class BankReport:
     lost: int = 0
     elapsed: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
+    approved_by_operator: Counter = field(default_factory=Counter)  # field 44 of approvals
 
     @property
     def answered(self) -> int:
@@ -138,7 +139,10 @@ class BankSimulator:
         except (asyncio.TimeoutError, ConnectionError):
             self.report.lost += 1
         else:
-            self.report.answers[answer.get("39", "??")] += 1
+            code = answer.get("39", "??")
+            self.report.answers[code] += 1
+            if code == "00":
+                self.report.approved_by_operator[answer.get("44", "?")] += 1
             self.report.latencies_ms.append((time.perf_counter() - sent_at) * 1000.0)
         finally:
             window.release()

@@ -93,13 +93,23 @@ def cmd_sim_operator(args) -> int:
     from simulators.operator import OperatorBehaviour, OperatorSimulator
 
     behaviour = OperatorBehaviour(latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
+                                  latency_distribution=args.latency_distribution,
                                   decline_rate=args.decline_rate, no_answer_rate=args.no_answer_rate,
+                                  error_rate=args.error_rate,
                                   unknown_subscribers=frozenset(args.unknown_subscriber), seed=args.seed)
+    dial_host, dial_port = None, None
+    if args.dial:
+        dial_host, _, port = args.dial.rpartition(":")
+        dial_port = int(port)
 
     async def main():
-        simulator = OperatorSimulator(args.id, behaviour, host=args.host, port=args.port)
+        simulator = OperatorSimulator(
+            args.id, behaviour, host=args.host, port=args.port, dialect=args.dialect,
+            mode="dial" if args.dial else "listen", switch_host=dial_host or "127.0.0.1", switch_port=dial_port,
+            secret=args.secret)
         port = await simulator.start()
-        print(f"operator simulator {args.id} ({args.dialect}) listening on {args.host}:{port}", flush=True)
+        where = f"dialing the switch at {args.dial}" if args.dial else f"listening on {args.host}:{port}"
+        print(f"operator simulator {args.id} ({args.dialect}) {where}", flush=True)
         try:
             await wait_for_signal()
         finally:
@@ -185,13 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     sim = commands.add_parser("sim", help="simulated peers").add_subparsers(dest="peer", required=True)
-    operator = sim.add_parser("operator", help="an operator host the switch dials")
-    operator.add_argument("--dialect", default="opa87", choices=["opa87"])
+    operator = sim.add_parser("operator", help="an operator host (the switch dials it, or it dials the switch)")
+    operator.add_argument("--dialect", default="opa87", choices=["opa87", "opb93", "opcjson"])
+    operator.add_argument("--dial", default=None, metavar="HOST:PORT",
+                          help="dial the switch's operator port (accept-mode link) instead of listening")
+    operator.add_argument("--secret", default=None, help="opcjson login secret when dialing")
     operator.add_argument("--id", default="MCI", help="operator id, prefix of its references")
     operator.add_argument("--host", default="127.0.0.1")
     operator.add_argument("--port", type=int, default=5901)
     operator.add_argument("--latency-ms", type=float, default=5.0)
     operator.add_argument("--jitter-ms", type=float, default=0.0)
+    operator.add_argument("--latency-distribution", default="uniform", choices=["uniform", "exponential"])
+    operator.add_argument("--error-rate", type=float, default=0.0, help="share answered operator error")
     operator.add_argument("--decline-rate", type=float, default=0.0)
     operator.add_argument("--no-answer-rate", type=float, default=0.0)
     operator.add_argument("--unknown-subscriber", action="append", default=[],

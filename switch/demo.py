@@ -1,6 +1,8 @@
 """`airswitch demo`: the whole path on one machine, no server needed.
 
-Three operator simulators (MCI, Irancell, RighTel on opa87), the switch with an
+Three operator simulators, each on its own protocol as in the demo configuration
+(MCI opa87 and Irancell opb93 dialled by the switch, RighTel opcjson dialling
+the switch's operator port and logging in), the switch with an
 embedded SQLite journal, and two bank simulators sending top-ups (a few of them
 bad on purpose, so every refusal shows) for a fixed time. Progress on the
 terminal while it runs; at the end a table by response code, and a check that
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import msgspec
@@ -42,10 +45,15 @@ async def run_demo(seconds: float = 15.0, rate: float = 0.0, journal_path: str =
     for stale in (journal_file, Path(f"{journal_file}-wal"), Path(f"{journal_file}-shm")):
         stale.unlink(missing_ok=True)
 
-    operators = {op_id: OperatorSimulator(op_id, behaviour) for op_id, behaviour in BEHAVIOURS.items()}
-    ports = {op_id: await simulator.start() for op_id, simulator in operators.items()}
-
     base = load_config(demo_config())
+    operators: dict[str, OperatorSimulator] = {}
+    ports: dict[str, int] = {}
+    for operator in base.operators:
+        if operator.links[0].mode == "connect":
+            operators[operator.id] = OperatorSimulator(operator.id, BEHAVIOURS[operator.id], dialect=operator.dialect)
+            ports[operator.id] = await operators[operator.id].start()
+        else:
+            ports[operator.id] = 0   # the switch listens on a free port; the simulator dials it
     config = msgspec.structs.replace(
         base,
         listener=msgspec.structs.replace(base.listener, port=0),
@@ -56,9 +64,16 @@ async def run_demo(seconds: float = 15.0, rate: float = 0.0, journal_path: str =
     )
     switch = Switch(config)
     await switch.start()
-    print(f"airswitch demo: switch on 127.0.0.1:{switch.port}, operators "
-          + ", ".join(f"{op_id} on :{port}" for op_id, port in ports.items())
-          + f", journal {journal_file}")
+    for operator in base.operators:
+        if operator.id not in operators:
+            operators[operator.id] = OperatorSimulator(
+                operator.id, BEHAVIOURS[operator.id], dialect=operator.dialect, mode="dial",
+                switch_port=switch.operators[operator.id].accept_port(), secret=operator.secret)
+            await operators[operator.id].start()
+    print(f"airswitch demo: switch on 127.0.0.1:{switch.port}; operators "
+          + ", ".join(f"{op.id} {op.dialect} {'dialled by the switch' if op.links[0].mode == 'connect' else 'dialling in'}"
+                      for op in base.operators)
+          + f"; journal {journal_file}")
     if not await switch.wait_operators_up(10.0):
         print("operator links did not come up", file=sys.stderr)
         await switch.stop()
@@ -95,6 +110,11 @@ async def run_demo(seconds: float = 15.0, rate: float = 0.0, journal_path: str =
     finally:
         await journal.close()
     print(f"\n{approved} approved in {elapsed:.1f}s: {approved / elapsed:.0f} approvals a second")
+    by_operator = sum((r.approved_by_operator for r in reports), Counter())
+    for operator in base.operators:
+        count = by_operator.get(operator.id, 0)
+        print(f"  {operator.id:<9} {operator.dialect:<8} {operator.links[0].mode:<8} {count:>7} approved "
+              f"({count / elapsed:,.0f}/s)")
     adds_up = sent == answered + lost
     print(f"sent {sent} = answered {answered} + no answer {lost}: {'yes' if adds_up else 'NO'}")
     print(f"journal {journal_file.name}: {journal_rows} transactions for {sent} sent: "
