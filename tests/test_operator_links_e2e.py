@@ -47,14 +47,22 @@ def test_top_up_is_approved_through_every_dialect_and_direction(journal, dialect
 
 
 @pytest.mark.parametrize("dialect, mode", LINKS, ids=IDS)
-def test_operator_declines_and_unknown_subscribers_map_to_05_and_14(journal, dialect, mode):
+def test_every_operator_refusal_reaches_the_acquirer_as_in_table_2_4(journal, dialect, mode):
     async def scenario():
-        behaviour = OperatorBehaviour(latency_ms=1, unknown_subscribers=frozenset({"989121110002"}))
+        behaviour = OperatorBehaviour(latency_ms=1, unknown_subscribers=frozenset({"989121110002"}),
+                                      barred_subscribers=frozenset({"989121110003"}),
+                                      invalid_amounts=frozenset({200_000}))
         async with running_switch(journal(), {"MCI": behaviour}, dialects={"MCI": (dialect, mode)}) as switch:
             bank = await BankClient.connect(switch.port)
             assert (await bank.request(top_up("000001", msisdn="09121110002")))["39"] == "14"
+            assert (await bank.request(top_up("000002", msisdn="09121110003")))["39"] == "57"
+            assert (await bank.request(top_up("000003", amount=200_000)))["39"] == "13"
             switch.simulators["MCI"].behaviour.decline_rate = 1.0
-            assert (await bank.request(top_up("000002")))["39"] == "05"
+            assert (await bank.request(top_up("000004")))["39"] == "05"
+            switch.simulators["MCI"].behaviour.decline_rate = 0.0
+            switch.simulators["MCI"].behaviour.error_rate = 1.0
+            assert (await bank.request(top_up("000005")))["39"] == "96"
+            assert not switch.simulators["MCI"].ledger
             await bank.close()
     run(scenario())
 
