@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 
@@ -13,6 +15,11 @@ class TopUp(msgspec.Struct, frozen=True):
     msisdn: str          # international digits
     amount: int
     currency: str
+    # The switch's own reference at the operator, fixed (and journaled) before the request leaves,
+    # so that a reversal can name the original even after a crash: STAN and send time (ISO
+    # dialects); opcjson uses txn_id.
+    stan: str
+    sent_at: datetime
 
 
 class OperatorAnswer(msgspec.Struct, frozen=True):
@@ -21,3 +28,20 @@ class OperatorAnswer(msgspec.Struct, frozen=True):
     operator_code: str            # what the operator said, in its own dialect
     approval_code: str | None = None
     operator_ref: str | None = None
+
+
+class OperatorReversal(msgspec.Struct, frozen=True):
+    """What the switch asks an operator to undo: the original top-up as it was sent."""
+    txn_id: str
+    tracking_code: str
+    msisdn: str
+    amount: int
+    currency: str
+    original_stan: str
+    original_sent_at: datetime
+    attempt: int          # 0 for the first try (0420/1420), then repeats (0421/1421)
+
+
+class ReversalAnswer(msgspec.Struct, frozen=True):
+    settled: bool         # the operator reversed it, or says there is nothing to reverse
+    operator_code: str

@@ -18,7 +18,7 @@ from routing import InvalidMsisdn, Router, normalise_msisdn
 from switch.clock import BusinessCalendar, utcnow
 from switch.config import AcquirerConfig, SwitchConfig
 from switch.dedupe import DedupeWindow, dedupe_key
-from switch.journal import Intake, Journal, JournalError, Outcome
+from switch.journal import Intake, Journal, JournalError, Outcome, Reversal
 from switch.model import OperatorAnswer, TopUp
 from switch.operators.link import NoAnswer, NoLiveLink, OperatorPool
 from switch.wire import Dialect
@@ -178,7 +178,15 @@ class TopUpFlow:
                 operator_id = route.operator
                 refusal = None if self.router.check_amount(operator_id, amount, currency) else INVALID_AMOUNT
 
-        intake = self.intake(request, txn_id, received_at, business_day, msisdn, uses_key=True)
+        # The operator and the switch's reference there are fixed before the intake is journaled, so that
+        # after a crash the request can be named in a reversal.
+        pool = self.operators.get(operator_id) if refusal is None else None
+        topup = None
+        if pool is not None:
+            topup = TopUp(txn_id=txn_id, acquirer_id=request["32"], tracking_code=request["37"], msisdn=msisdn,
+                          amount=amount, currency=currency, stan=pool.next_stan(), sent_at=utcnow())
+        intake = self.intake(request, txn_id, received_at, business_day, msisdn, uses_key=True, topup=topup,
+                             operator_id=operator_id if topup is not None else None)
         try:
             if not await self.journal.record_intake(intake):
                 # Another process (or a restart) already used this key today: the journal is the authority.
@@ -191,8 +199,6 @@ class TopUpFlow:
 
         if refusal is not None:
             return await self.finish(request, txn_id, received_at, started, "refused", refusal, operator_id)
-
-        pool = self.operators.get(operator_id)
         try:
             if pool is None:
                 raise NoLiveLink(f"operator {operator_id} is routed to but not configured")
@@ -201,15 +207,16 @@ class TopUpFlow:
             log.warning("txn %s: %s: 91", txn_id, exc)
             return await self.finish(request, txn_id, received_at, started, "declined", UNAVAILABLE, operator_id)
 
-        topup = TopUp(txn_id=txn_id, acquirer_id=request["32"], tracking_code=request["37"],
-                      msisdn=msisdn, amount=amount, currency=currency)
         try:
             operator_answer = await link.top_up(topup)
         except (NoAnswer, NoLiveLink) as exc:
-            # Unknown outcome: the operator may have credited. The reversal it needs comes with the
-            # store-and-forward work (see README, "Known limits").
-            log.warning("txn %s: %s: 91, outcome unknown", txn_id, exc)
-            return await self.finish(request, txn_id, received_at, started, "unknown", UNAVAILABLE, operator_id)
+            # Unknown outcome: the operator may have credited. The reversal is stored with the outcome,
+            # before the acquirer hears 91, and the forwarder repeats it until the operator answers.
+            log.warning("txn %s: %s: 91, outcome unknown, reversal queued", txn_id, exc)
+            reversal = Reversal(txn_id=txn_id, operator_id=operator_id, reason="unknown_outcome",
+                                created_at=utcnow())
+            return await self.finish(request, txn_id, received_at, started, "unknown", UNAVAILABLE, operator_id,
+                                     reversal=reversal)
 
         state = "approved" if operator_answer.response_code == APPROVED else "declined"
         return await self.finish(request, txn_id, received_at, started, state, operator_answer.response_code,
@@ -253,7 +260,8 @@ class TopUpFlow:
 
     # -- journal and answers -------------------------------------------------------
     async def finish(self, request: dict, txn_id: str, received_at, started: float, state: str, code: str,
-                     operator_id: str | None, operator_answer: OperatorAnswer | None = None) -> dict:
+                     operator_id: str | None, operator_answer: OperatorAnswer | None = None,
+                     reversal: Reversal | None = None) -> dict:
         """Journal the outcome, then answer. An approval never leaves before its record is durable."""
         outcome = Outcome(
             txn_id=txn_id, ended_at=utcnow(), state=state, response_code=code, operator_id=operator_id,
@@ -263,9 +271,10 @@ class TopUpFlow:
             latency_ms=(time.perf_counter() - started) * 1000.0,
         )
         try:
-            await self.journal.record_outcome(outcome)
+            await self.journal.record_outcome(outcome, reversal)
         except JournalError as exc:
-            log.critical("txn %s: outcome %s/%s NOT journaled (%s): answering 96", txn_id, state, code, exc)
+            log.critical("txn %s: outcome %s/%s NOT journaled (%s): answering 96; crash recovery will reverse "
+                         "it at the operator if it was sent", txn_id, state, code, exc)
             return self.answer(request, MALFUNCTION)
         answer = self.answer(request, code)
         if code == APPROVED:
@@ -305,7 +314,7 @@ class TopUpFlow:
                          late.operator_id, exc)
 
     def intake(self, request: dict, txn_id: str, received_at, business_day: date, msisdn: str | None,
-               uses_key: bool) -> Intake:
+               uses_key: bool, topup: TopUp | None = None, operator_id: str | None = None) -> Intake:
         amount = request.get("4")
         return Intake(
             txn_id=txn_id, received_at=received_at, business_day=business_day, mti=request["t"],
@@ -314,6 +323,8 @@ class TopUpFlow:
             card_masked=mask_card(request.get("2")), msisdn=msisdn or request.get("103"),
             amount=int(amount) if amount and amount.isdigit() else None, currency=request.get("49"),
             channel=read_tlv(request.get("48")).get("CH"), uses_key=uses_key,
+            routed_operator=operator_id, operator_stan=topup.stan if topup else None,
+            operator_sent_at=topup.sent_at if topup else None,
         )
 
     def answer(self, request: dict, code: str) -> dict:

@@ -557,7 +557,8 @@ def test_postgres_creates_its_schema_and_concurrent_starts_do_not_race(pg):
         tables = await pg.fetch(
             f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{pg.schema}' ORDER BY 1"
         )
-        assert tables == [("intake",), ("outcome",), ("schema_version",), ("transactions",)]
+        assert tables == [("intake",), ("outcome",), ("reversal",), ("schema_version",), ("spill_replayed",),
+                          ("transactions",)]
         assert await pg.fetch("SELECT count(*) FROM schema_version") == [(len(POSTGRES_MIGRATIONS),)]
 
     asyncio.run(scenario())

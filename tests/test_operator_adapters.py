@@ -3,13 +3,18 @@ code of INTERFACES.md table 2.4 reads for the acquirer."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
-from switch.model import TopUp
+import msgspec
+
+from switch.model import OperatorReversal, TopUp
 from switch.operators.adapters import adapter_for
 
 TOPUP = TopUp(txn_id="a" * 32, acquirer_id="603799", tracking_code="RRN000000001", msisdn="989121110001",
-              amount=100_000, currency="364")
+              amount=100_000, currency="364", stan="000042",
+              sent_at=datetime(2026, 11, 22, 10, 11, 12, tzinfo=timezone.utc))
 
 TABLE_2_4 = [  # meaning, opa87, opb93, opcjson (status, reason), to the acquirer
     ("approved", "00", "000", ("OK", None), "00"),
@@ -31,9 +36,9 @@ def adapters():
 @pytest.mark.parametrize("meaning, opa87, opb93, opcjson, expected", TABLE_2_4, ids=[r[0] for r in TABLE_2_4])
 def test_every_operator_answer_maps_to_the_acquirers_code_as_in_table_2_4(meaning, opa87, opb93, opcjson, expected):
     a = adapters()
-    request_a = a["opa87"].top_up("000001", TOPUP)
+    request_a = a["opa87"].top_up(TOPUP)
     answer_a = {**request_a, "t": "0210", "39": opa87}
-    request_b = a["opb93"].top_up("000001", TOPUP)
+    request_b = a["opb93"].top_up(TOPUP)
     answer_b = {**request_b, "t": "1210", "39": opb93}
     status, reason = opcjson
     answer_c = {"type": "recharge_result", "ref": TOPUP.txn_id, "status": status, "reason": reason}
@@ -43,29 +48,29 @@ def test_every_operator_answer_maps_to_the_acquirers_code_as_in_table_2_4(meanin
 
 
 def test_opa87_top_up_carries_the_fields_of_the_spec_and_the_tracking_code_unchanged():
-    message = adapters()["opa87"].top_up("000042", TOPUP)
+    message = adapters()["opa87"].top_up(TOPUP)
     assert message["t"] == "0200" and message["2"] == "989121110001" and message["3"] == "000000"
     assert (message["4"], message["11"], message["32"], message["37"], message["41"], message["49"]) == \
         ("000000100000", "000042", "99001", "RRN000000001", "AIRSW001", "364")
-    assert {"7", "12", "13"} <= set(message)
+    assert (message["7"], message["12"], message["13"]) == ("1122101112", "101112", "1122")
 
 
 def test_opb93_top_up_is_a_1200_with_function_200_and_the_msisdn_in_102():
-    message = adapters()["opb93"].top_up("000042", TOPUP)
+    message = adapters()["opb93"].top_up(TOPUP)
     assert (message["t"], message["24"], message["102"], message["32"], message["37"]) == \
         ("1200", "200", "989121110001", "99001", "RRN000000001")
-    assert len(message["12"]) == 12 and message["12"].isdigit()
+    assert (message["11"], message["12"]) == ("000042", "261122101112")
 
 
 def test_opcjson_recharge_uses_the_transaction_id_as_its_ref():
-    message = adapters()["opcjson"].top_up(TOPUP.txn_id, TOPUP)
+    message = adapters()["opcjson"].top_up(TOPUP)
     assert message == {"type": "recharge", "ref": TOPUP.txn_id, "msisdn": "989121110001", "amount": 100_000,
                        "currency": "364", "tracking": "RRN000000001"}
 
 
 def test_an_iso_answer_whose_tracking_code_does_not_fit_is_not_an_approval():
     adapter = adapters()["opa87"]
-    answer = {**adapter.top_up("000001", TOPUP), "t": "0210", "39": "00", "37": "SOMEONEELSES"}
+    answer = {**adapter.top_up(TOPUP), "t": "0210", "39": "00", "37": "SOMEONEELSES"}
     assert adapter.parse_answer(answer, TOPUP).response_code == "05"
 
 
@@ -88,3 +93,36 @@ def test_echoes_from_the_operator_are_answered():
                                         "32": "99001"})["39"] == "800"
     assert a["opcjson"].operator_request({"type": "ping"}) == {"type": "pong"}
     assert a["opcjson"].operator_request({"type": "recharge_result", "ref": "x"}) is None
+
+
+REVERSAL = OperatorReversal(txn_id="a" * 32, tracking_code="RRN000000001", msisdn="989121110001", amount=100_000,
+                            currency="364", original_stan="000042",
+                            original_sent_at=datetime(2026, 11, 22, 10, 11, 12, tzinfo=timezone.utc), attempt=0)
+
+
+def test_opa87_reversal_is_0420_then_0421_and_names_the_original_in_90():
+    adapter = adapters()["opa87"]
+    first = adapter.reversal("000777", REVERSAL)
+    assert (first["t"], first["11"], first["37"], first["4"]) == ("0420", "000777", "RRN000000001", "000000100000")
+    assert first["90"] == "0200" + "000042" + "1122101112" + "00000099001" + "0" * 11 and len(first["90"]) == 42
+    assert adapter.reversal("000778", msgspec.structs.replace(REVERSAL, attempt=1))["t"] == "0421"
+    assert adapter.reversal_answer({"t": "0430", "39": "00"}).settled
+    assert adapter.reversal_answer({"t": "0430", "39": "25"}).settled       # nothing to reverse: done
+    assert not adapter.reversal_answer({"t": "0430", "39": "96"}).settled
+
+
+def test_opb93_reversal_is_1420_function_400_with_56():
+    adapter = adapters()["opb93"]
+    message = adapter.reversal("000777", REVERSAL)
+    assert (message["t"], message["24"], message["102"]) == ("1420", "400", "989121110001")
+    assert message["56"] == "1200" + "000042" + "261122101112" + "05" + "99001"
+    assert adapter.reversal_answer({"t": "1430", "39": "480"}).settled
+    assert not adapter.reversal_answer({"t": "1430", "39": "909"}).settled
+
+
+def test_opcjson_reversal_names_the_original_ref_and_repeats_with_the_same_ref():
+    adapter = adapters()["opcjson"]
+    reference = adapter.reversal_reference(REVERSAL)
+    assert reference == adapter.reversal_reference(msgspec.structs.replace(REVERSAL, attempt=3))
+    assert adapter.reversal(reference, REVERSAL) == {"type": "reverse", "ref": reference, "original_ref": "a" * 32}
+    assert adapter.reversal_answer({"type": "reverse_result", "ref": reference, "status": "NOT_FOUND"}).settled

@@ -23,7 +23,7 @@ one record) both mean "not stored": answer 96.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Protocol, runtime_checkable
 
 from .postgres import PostgresJournal
@@ -35,7 +35,12 @@ from .records import (
     JournalRejected,
     JournalUnavailable,
     Outcome,
+    PendingReversal,
+    Reversal,
+    ReversalUpdate,
     TransactionView,
+    EVENTS,
+    FINAL_STATES,
 )
 from .sqlite import SQLiteJournal
 
@@ -48,6 +53,11 @@ __all__ = [
     "JournalRejected",
     "JournalUnavailable",
     "Outcome",
+    "PendingReversal",
+    "Reversal",
+    "ReversalUpdate",
+    "EVENTS",
+    "FINAL_STATES",
     "PostgresJournal",
     "SQLiteJournal",
     "TransactionView",
@@ -70,14 +80,35 @@ class Journal(Protocol):
         """Returns once the batch holding it is committed. False (and nothing stored)
         when intake.uses_key and the dedupe key is already taken."""
 
-    async def record_outcome(self, outcome: Outcome) -> None:
-        """Returns once committed."""
+    async def record_outcome(self, outcome: Outcome, reversal: Reversal | None = None) -> None:
+        """Returns once committed (with the reversal it creates, if any, in the same commit)."""
+
+    async def record_reversal_update(self, update: ReversalUpdate, outcome: Outcome | None = None) -> None:
+        """A stored reversal's attempt or end, with the transaction's new state; once committed."""
 
     async def record_refusal(self, intake: Intake, outcome: Outcome) -> None:
         """Both rows in one transaction (intake.uses_key must be False)."""
 
     async def find(self, acquirer_id: str, tracking_code: str, business_day: date) -> TransactionView | None:
         """The transaction holding that dedupe key, with its latest outcome."""
+
+    async def find_latest(self, acquirer_id: str, tracking_code: str) -> TransactionView | None:
+        """The newest transaction that used this (acquirer, tracking code), any business day."""
+
+    async def transaction(self, txn_id: str) -> TransactionView | None:
+        """One transaction by its id."""
+
+    async def reversals(self, states: tuple[str, ...] = ("pending",), limit: int = 1000) -> list[PendingReversal]:
+        """Stored reversals in these states, oldest first per operator."""
+
+    async def orphans(self, since: datetime, until: datetime) -> list[TransactionView]:
+        """Routed to an operator, received in [since, until), and no outcome at all (a crash)."""
+
+    async def states(self) -> dict[str, int]:
+        """Transactions by current state."""
+
+    async def approved_at_operators(self) -> list[tuple]:
+        """Every transaction whose current state is approved, with the operator's reference."""
 
     async def count_transactions(self) -> int:
         """Rows in the transactions view."""

@@ -32,7 +32,10 @@ from .records import (
     JournalRejected,
     JournalUnavailable,
     Outcome,
+    PendingReversal,
     QueuedWrite,
+    Reversal,
+    ReversalUpdate,
     TransactionView,
 )
 from .schema import (
@@ -75,6 +78,32 @@ _INSERT_OUTCOMES = (
 _SELECT_VIEW = f"SELECT {', '.join(VIEW_COLUMNS)} FROM transactions"
 # "AND uses_key" lets the planner use the partial unique index.
 _FIND = f"{_SELECT_VIEW} WHERE acquirer_id = $1 AND tracking_code = $2 AND business_day = $3 AND uses_key"
+_FIND_LATEST = (f"{_SELECT_VIEW} WHERE acquirer_id = $1 AND tracking_code = $2 AND uses_key"
+                " ORDER BY received_at DESC LIMIT 1")
+_FIND_TXN = f"{_SELECT_VIEW} WHERE txn_id = $1"
+_INSERT_REVERSALS = (
+    "INSERT INTO reversal (txn_id, operator_id, reason, created_at, next_attempt_at)"
+    " SELECT t, o, r, c, c FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u(t, o, r, c)"
+    " ON CONFLICT (txn_id) DO NOTHING"
+)
+_UPDATE_REVERSAL = (
+    "UPDATE reversal SET state = $2, attempts = $3, next_attempt_at = $4, last_error = $5, operator_code = $6"
+    " WHERE txn_id = $1"
+)
+_PENDING_COLUMNS = ("r.txn_id, r.operator_id, r.reason, r.state, r.attempts, r.created_at, r.next_attempt_at,"
+                    " r.last_error, i.acquirer_id, i.tracking_code, i.msisdn, i.amount, i.currency,"
+                    " i.operator_stan, i.operator_sent_at")
+_REVERSALS = (f"SELECT {_PENDING_COLUMNS} FROM reversal r JOIN intake i USING (txn_id)"
+              " WHERE r.state = ANY($1::text[]) ORDER BY r.operator_id, r.created_at LIMIT $2")
+_ORPHANS = (
+    f"{_SELECT_VIEW} WHERE routed_operator IS NOT NULL AND state IS NULL"
+    " AND received_at >= $1 AND received_at < $2 ORDER BY received_at"
+)
+_STATES = "SELECT coalesce(state, 'in flight'), count(*) FROM transactions GROUP BY 1"
+_APPROVED_AT_OPERATORS = (
+    "SELECT txn_id, routed_operator, operator_stan, operator_sent_at, tracking_code, msisdn, amount"
+    " FROM transactions WHERE state = 'approved' ORDER BY received_at"
+)
 _COUNT = "SELECT count(*) FROM transactions"
 _SUMMARY = "SELECT coalesce(response_code, 'pending') AS code, count(*) FROM transactions GROUP BY 1"
 
@@ -239,8 +268,13 @@ class PostgresJournal:
         """True once committed; False if it claims a dedupe key already taken (nothing stored)."""
         return await self._submit(intake, None)
 
-    async def record_outcome(self, outcome: Outcome) -> None:
-        await self._submit(None, outcome)
+    async def record_outcome(self, outcome: Outcome, reversal: Reversal | None = None) -> None:
+        """The outcome, and with it the reversal it makes the switch owe (one commit)."""
+        await self._submit(None, outcome, reversal)
+
+    async def record_reversal_update(self, update: ReversalUpdate, outcome: Outcome | None = None) -> None:
+        """Another attempt at a stored reversal, or its end (with the transaction's new state)."""
+        await self._submit(None, outcome, None, update)
 
     async def record_refusal(self, intake: Intake, outcome: Outcome) -> None:
         """Both rows, atomically. A refusal never claims the dedupe key."""
@@ -248,10 +282,11 @@ class PostgresJournal:
             raise ValueError("a refusal's intake must have uses_key=False")
         await self._submit(intake, outcome)
 
-    async def _submit(self, intake: Intake | None, outcome: Outcome | None) -> Any:
+    async def _submit(self, intake: Intake | None, outcome: Outcome | None, reversal: Reversal | None = None,
+                      update: ReversalUpdate | None = None) -> Any:
         if not self._running:
             raise JournalUnavailable("journal is not running")
-        item = QueuedWrite(intake, outcome, self._loop.create_future())
+        item = QueuedWrite(intake, outcome, self._loop.create_future(), reversal, update)
         self._inbox.put(item)  # JournalOverloaded when full
         try:
             # On timeout (or if the caller is cancelled) the future is cancelled, which
@@ -269,7 +304,8 @@ class PostgresJournal:
             if not batch:
                 return  # closed and drained
             # A lone intake whose caller already gave up is not written (see QueuedWrite).
-            batch = [item for item in batch if not (item.outcome is None and item.future.cancelled())]
+            batch = [item for item in batch if not (item.future.cancelled() and item.outcome is None
+                                                    and item.reversal_update is None)]
             if not batch:
                 continue
             try:
@@ -327,6 +363,13 @@ class PostgresJournal:
             stored = {row[0] for row in rows}
         if outcomes:
             await conn.execute(_INSERT_OUTCOMES, *zip(*outcomes))
+        reversals = [msgspec.structs.astuple(item.reversal) for item in batch if item.reversal is not None]
+        if reversals:
+            await conn.execute(_INSERT_REVERSALS, *zip(*reversals))
+        updates = [msgspec.structs.astuple(item.reversal_update) for item in batch
+                   if item.reversal_update is not None]
+        if updates:
+            await conn.executemany(_UPDATE_REVERSAL, updates)
         return stored
 
     def _drop_writer_conn(self) -> None:
@@ -343,6 +386,34 @@ class PostgresJournal:
         """The transaction holding this dedupe key, with its latest outcome, or None."""
         row = await self._read("fetchrow", _FIND, acquirer_id, tracking_code, business_day)
         return None if row is None else TransactionView(*row)
+
+    async def find_latest(self, acquirer_id: str, tracking_code: str) -> TransactionView | None:
+        """The newest transaction that used this (acquirer, tracking code), on any business day."""
+        row = await self._read("fetchrow", _FIND_LATEST, acquirer_id, tracking_code)
+        return None if row is None else TransactionView(*row)
+
+    async def transaction(self, txn_id: str) -> TransactionView | None:
+        row = await self._read("fetchrow", _FIND_TXN, txn_id)
+        return None if row is None else TransactionView(*row)
+
+    async def reversals(self, states: tuple[str, ...] = ("pending",), limit: int = 1000) -> list[PendingReversal]:
+        """Stored reversals in these states, oldest first per operator."""
+        rows = await self._read("fetch", _REVERSALS, list(states), limit)
+        return [PendingReversal(*row) for row in rows]
+
+    async def orphans(self, since, until) -> list[TransactionView]:
+        """Transactions routed to an operator, received in [since, until), that have no outcome at all."""
+        rows = await self._read("fetch", _ORPHANS, since, until)
+        return [TransactionView(*row) for row in rows]
+
+    async def states(self) -> dict[str, int]:
+        """Transactions by state ("in flight" for those with no outcome yet)."""
+        return {state: count for state, count in await self._read("fetch", _STATES)}
+
+    async def approved_at_operators(self) -> list[tuple]:
+        """(txn_id, operator, operator_stan, operator_sent_at, tracking_code, msisdn, amount) of every
+        transaction whose current state is approved (credited and not reversed)."""
+        return [tuple(row) for row in await self._read("fetch", _APPROVED_AT_OPERATORS)]
 
     async def count_transactions(self) -> int:
         return await self._read("fetchval", _COUNT)

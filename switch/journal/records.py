@@ -13,11 +13,22 @@ from datetime import date, datetime
 
 import msgspec
 
-# Outcome.state values. "refused": turned away by the switch before any operator;
-# "declined": a non-00 answer (from an operator, or the switch's no-link path);
-# "unknown": sent to an operator that never answered; "approved": 00.
-STATES = frozenset({"approved", "declined", "unknown", "refused"})
-EVENTS = frozenset({"end", "late_answer"})
+# Outcome.state values: the transaction's state machine (docs/transactions.md).
+# "refused": turned away by the switch before any operator; "declined": a non-00 answer
+# (from an operator, or the switch's no-link path); "unknown": sent to an operator that
+# never answered; "approved": 00; then, for a reversal the switch owes an operator:
+# "reversal_pending" -> "reversed", or "reversal_failed" (needs manual reconciliation)
+# -> "resolved" (by a person, from the CLI).
+STATES = frozenset({"approved", "declined", "unknown", "refused",
+                    "reversal_pending", "reversed", "reversal_failed", "resolved"})
+FINAL_STATES = frozenset({"approved", "declined", "refused", "reversed", "resolved"})
+# Outcome.event: why the row was written. "end": the top-up's own end; "late_answer": an
+# operator answered after the switch gave up; "acquirer_reversal": a 0400/0420 asked to undo
+# it; "recovered": found sent but unfinished after a crash; "reversal_done" /
+# "reversal_failed": the store-and-forward outcome; "manual_resolution": a person's decision.
+EVENTS = frozenset({"end", "late_answer", "acquirer_reversal", "recovered", "reversal_done",
+                    "reversal_failed", "manual_resolution"})
+REVERSAL_STATES = frozenset({"pending", "done", "failed", "resolved"})
 
 
 def _require_aware(name: str, value: datetime) -> None:
@@ -46,9 +57,16 @@ class Intake(msgspec.Struct, frozen=True):
     currency: str | None
     channel: str | None  # field 48 CH
     uses_key: bool  # claims the dedupe key (acquirer_id, tracking_code, business_day)
+    # Set when the request is about to go to an operator: whom, and the switch's own reference
+    # there (STAN and send time; opcjson uses txn_id), so a reversal can name it after a crash.
+    routed_operator: str | None = None
+    operator_stan: str | None = None
+    operator_sent_at: datetime | None = None
 
     def __post_init__(self) -> None:
         _require_aware("received_at", self.received_at)
+        if self.operator_sent_at is not None:
+            _require_aware("operator_sent_at", self.operator_sent_at)
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -99,6 +117,9 @@ class TransactionView(msgspec.Struct, frozen=True):
     currency: str | None
     channel: str | None
     uses_key: bool
+    routed_operator: str | None
+    operator_stan: str | None
+    operator_sent_at: datetime | None
     # Latest outcome
     state: str | None
     response_code: str | None
@@ -130,16 +151,60 @@ class JournalRejected(JournalUnavailable):
     was not stored all the same."""
 
 
+class Reversal(msgspec.Struct, frozen=True):
+    """A reversal the switch owes an operator: stored (with the outcome that creates the debt)
+    before anything is acknowledged, then sent and repeated until the operator answers."""
+
+    txn_id: str
+    operator_id: str
+    reason: str  # "unknown_outcome" | "acquirer_reversal" | "crash_recovery"
+    created_at: datetime
+
+
+class ReversalUpdate(msgspec.Struct, frozen=True):
+    """What happened to a stored reversal: another attempt, or its end."""
+
+    txn_id: str
+    state: str  # one of REVERSAL_STATES
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None = None
+    operator_code: str | None = None
+
+
+class PendingReversal(msgspec.Struct, frozen=True):
+    """A stored reversal with what it takes to build the operator's message."""
+
+    txn_id: str
+    operator_id: str
+    reason: str
+    state: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    last_error: str | None
+    acquirer_id: str
+    tracking_code: str
+    msisdn: str | None
+    amount: int | None
+    currency: str | None
+    operator_stan: str | None
+    operator_sent_at: datetime | None
+
+
 class QueuedWrite:
     """One caller's unit of work waiting for the writer: an intake, an outcome, or both
     (a refusal). Its rows are written together, in one transaction, or not at all."""
 
-    __slots__ = ("intake", "outcome", "future", "abandoned")
+    __slots__ = ("intake", "outcome", "future", "abandoned", "reversal", "reversal_update")
 
-    def __init__(self, intake: Intake | None, outcome: Outcome | None, future: asyncio.Future) -> None:
+    def __init__(self, intake: Intake | None, outcome: Outcome | None, future: asyncio.Future,
+                 reversal: Reversal | None = None, reversal_update: ReversalUpdate | None = None) -> None:
         self.intake = intake
         self.outcome = outcome
         self.future = future
+        self.reversal = reversal
+        self.reversal_update = reversal_update
         # Set on the event loop when the caller stopped waiting (timeout, cancellation);
         # a plain attribute so that a writer thread can read it. A lone intake whose
         # caller gave up is not written if the writer has not taken it yet: the request
@@ -149,4 +214,4 @@ class QueuedWrite:
 
     @property
     def droppable(self) -> bool:
-        return self.abandoned and self.outcome is None
+        return self.abandoned and self.outcome is None and self.reversal_update is None

@@ -54,6 +54,9 @@ POSTGRES_INTAKE_TYPES: dict[str, str] = {
     "currency": "text",
     "channel": "text",
     "uses_key": "boolean",
+    "routed_operator": "text",
+    "operator_stan": "text",
+    "operator_sent_at": "timestamptz",
 }
 POSTGRES_OUTCOME_TYPES: dict[str, str] = {
     "txn_id": "text",
@@ -86,7 +89,10 @@ _POSTGRES_V1: tuple[str, ...] = (
         amount          bigint,
         currency        text,
         channel         text,
-        uses_key        boolean NOT NULL
+        uses_key        boolean NOT NULL,
+        routed_operator text,
+        operator_stan   text,
+        operator_sent_at timestamptz
     )""",
     """
     CREATE UNIQUE INDEX intake_key_uq
@@ -100,13 +106,15 @@ _POSTGRES_V1: tuple[str, ...] = (
         txn_id          text NOT NULL REFERENCES intake (txn_id),
         ended_at        timestamptz NOT NULL,
         state           text NOT NULL
-                        CHECK (state IN ('approved', 'declined', 'unknown', 'refused')),
+                        CHECK (state IN ('approved', 'declined', 'unknown', 'refused', 'reversal_pending', 'reversed', 'reversal_failed', 'resolved')),
         response_code   text NOT NULL,
         operator_id     text,
         operator_ref    text,
         approval_code   text,
         operator_code   text,
-        latency_ms      double precision NOT NULL
+        latency_ms      double precision NOT NULL,
+        event           text NOT NULL DEFAULT 'end'
+                        CHECK (event IN ('end', 'late_answer', 'acquirer_reversal', 'recovered', 'reversal_done', 'reversal_failed', 'manual_resolution'))
     )""",
     # Serves both the FK lookups and "latest outcome of this txn" in the view.
     "CREATE INDEX outcome_txn_idx ON outcome (txn_id, ended_at DESC, id DESC)",
@@ -129,6 +137,7 @@ _POSTGRES_V1: tuple[str, ...] = (
     SELECT i.txn_id, i.received_at, i.business_day, i.mti, i.acquirer_id,
            i.tracking_code, i.stan, i.transmitted_at, i.terminal_id, i.merchant_id,
            i.card_masked, i.msisdn, i.amount, i.currency, i.channel, i.uses_key,
+           i.routed_operator, i.operator_stan, i.operator_sent_at,
            o.state, o.response_code, o.operator_id, o.operator_ref, o.approval_code,
            o.operator_code, o.ended_at, o.latency_ms
       FROM intake i
@@ -139,15 +148,33 @@ _POSTGRES_V1: tuple[str, ...] = (
              ORDER BY o.ended_at DESC, o.id DESC
              LIMIT 1
       ) o ON true""",
+    # The reversals the switch owes operators (store-and-forward). A work queue, so rows
+    # change state; every change is also journaled as an outcome row of the transaction.
+    """
+    CREATE TABLE reversal (
+        txn_id          text PRIMARY KEY REFERENCES intake (txn_id),
+        operator_id     text NOT NULL,
+        reason          text NOT NULL,
+        created_at      timestamptz NOT NULL,
+        state           text NOT NULL DEFAULT 'pending'
+                        CHECK (state IN ('pending', 'done', 'failed', 'resolved')),
+        attempts        integer NOT NULL DEFAULT 0,
+        next_attempt_at timestamptz NOT NULL,
+        last_error      text,
+        operator_code   text
+    )""",
+    "CREATE INDEX reversal_due_idx ON reversal (state, operator_id, created_at)",
+    # Spill files replayed into the journal, so a replay interrupted after its commit is
+    # never applied twice.
+    """
+    CREATE TABLE spill_replayed (
+        segment     text PRIMARY KEY,
+        replayed_at timestamptz NOT NULL DEFAULT now(),
+        records     integer NOT NULL
+    )""",
 )
 
-# v2: outcome rows also record later events about a transaction (a late operator answer).
-_POSTGRES_V2: tuple[str, ...] = (
-    "ALTER TABLE outcome ADD COLUMN event text NOT NULL DEFAULT 'end'"
-    " CHECK (event IN ('end', 'late_answer'))",
-)
-
-POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (_POSTGRES_V1, _POSTGRES_V2)
+POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (_POSTGRES_V1,)
 
 # -- SQLite ---------------------------------------------------------------------------
 # Times are ISO 8601 text in UTC with microseconds (always the same width, so text
@@ -178,7 +205,10 @@ _SQLITE_V1: tuple[str, ...] = (
         amount          INTEGER,
         currency        TEXT,
         channel         TEXT,
-        uses_key        INTEGER NOT NULL CHECK (uses_key IN (0, 1))
+        uses_key        INTEGER NOT NULL CHECK (uses_key IN (0, 1)),
+        routed_operator TEXT,
+        operator_stan   TEXT,
+        operator_sent_at TEXT
     )""",
     """
     CREATE UNIQUE INDEX intake_key_uq
@@ -193,13 +223,15 @@ _SQLITE_V1: tuple[str, ...] = (
         txn_id          TEXT NOT NULL REFERENCES intake (txn_id),
         ended_at        TEXT NOT NULL,
         state           TEXT NOT NULL
-                        CHECK (state IN ('approved', 'declined', 'unknown', 'refused')),
+                        CHECK (state IN ('approved', 'declined', 'unknown', 'refused', 'reversal_pending', 'reversed', 'reversal_failed', 'resolved')),
         response_code   TEXT NOT NULL,
         operator_id     TEXT,
         operator_ref    TEXT,
         approval_code   TEXT,
         operator_code   TEXT,
-        latency_ms      REAL NOT NULL
+        latency_ms      REAL NOT NULL,
+        event           TEXT NOT NULL DEFAULT 'end'
+                        CHECK (event IN ('end', 'late_answer', 'acquirer_reversal', 'recovered', 'reversal_done', 'reversal_failed', 'manual_resolution'))
     )""",
     "CREATE INDEX outcome_txn_idx ON outcome (txn_id, ended_at, id)",
     """
@@ -219,6 +251,7 @@ _SQLITE_V1: tuple[str, ...] = (
     SELECT i.txn_id, i.received_at, i.business_day, i.mti, i.acquirer_id,
            i.tracking_code, i.stan, i.transmitted_at, i.terminal_id, i.merchant_id,
            i.card_masked, i.msisdn, i.amount, i.currency, i.channel, i.uses_key,
+           i.routed_operator, i.operator_stan, i.operator_sent_at,
            o.state, o.response_code, o.operator_id, o.operator_ref, o.approval_code,
            o.operator_code, o.ended_at, o.latency_ms
       FROM intake i
@@ -228,14 +261,23 @@ _SQLITE_V1: tuple[str, ...] = (
                     WHERE o2.txn_id = i.txn_id
                     ORDER BY o2.ended_at DESC, o2.id DESC
                     LIMIT 1)""",
+    """
+    CREATE TABLE reversal (
+        txn_id          TEXT NOT NULL PRIMARY KEY REFERENCES intake (txn_id),
+        operator_id     TEXT NOT NULL,
+        reason          TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        state           TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (state IN ('pending', 'done', 'failed', 'resolved')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error      TEXT,
+        operator_code   TEXT
+    )""",
+    "CREATE INDEX reversal_due_idx ON reversal (state, operator_id, created_at)",
 )
 
-_SQLITE_V2: tuple[str, ...] = (
-    "ALTER TABLE outcome ADD COLUMN event TEXT NOT NULL DEFAULT 'end'"
-    " CHECK (event IN ('end', 'late_answer'))",
-)
-
-SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SQLITE_V1, _SQLITE_V2)
+SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SQLITE_V1,)
 
 assert tuple(POSTGRES_INTAKE_TYPES) == INTAKE_COLUMNS
 assert tuple(POSTGRES_OUTCOME_TYPES) == OUTCOME_COLUMNS

@@ -38,6 +38,9 @@ from .records import (
     Outcome,
     QueuedWrite,
     TransactionView,
+    PendingReversal,
+    Reversal,
+    ReversalUpdate,
 )
 from .schema import INTAKE_COLUMNS, OUTCOME_COLUMNS, SQLITE_MIGRATIONS, SQLITE_SCHEMA_VERSION_DDL, VIEW_COLUMNS
 
@@ -60,6 +63,25 @@ _INSERT_OUTCOME = f"INSERT INTO outcome ({', '.join(OUTCOME_COLUMNS)}) VALUES ({
 _SELECT_VIEW = f"SELECT {', '.join(VIEW_COLUMNS)} FROM transactions"
 # "AND uses_key" lets SQLite use the partial unique index.
 _FIND = f"{_SELECT_VIEW} WHERE acquirer_id = ? AND tracking_code = ? AND business_day = ? AND uses_key"
+_FIND_LATEST = (f"{_SELECT_VIEW} WHERE acquirer_id = ? AND tracking_code = ? AND uses_key"
+                " ORDER BY received_at DESC LIMIT 1")
+_FIND_TXN = f"{_SELECT_VIEW} WHERE txn_id = ?"
+_INSERT_REVERSAL = ("INSERT INTO reversal (txn_id, operator_id, reason, created_at, next_attempt_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (txn_id) DO NOTHING")
+_UPDATE_REVERSAL = ("UPDATE reversal SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ?,"
+                    " operator_code = ? WHERE txn_id = ?")
+_PENDING_COLUMNS = ("r.txn_id, r.operator_id, r.reason, r.state, r.attempts, r.created_at, r.next_attempt_at,"
+                    " r.last_error, i.acquirer_id, i.tracking_code, i.msisdn, i.amount, i.currency,"
+                    " i.operator_stan, i.operator_sent_at")
+_REVERSALS = (f"SELECT {_PENDING_COLUMNS} FROM reversal r JOIN intake i USING (txn_id)"
+              " WHERE r.state IN ({states}) ORDER BY r.operator_id, r.created_at LIMIT ?")
+_ORPHANS = (f"{_SELECT_VIEW} WHERE routed_operator IS NOT NULL AND state IS NULL"
+            " AND received_at >= ? AND received_at < ? ORDER BY received_at")
+_STATES = "SELECT coalesce(state, 'in flight'), count(*) FROM transactions GROUP BY 1"
+_APPROVED_AT_OPERATORS = (
+    "SELECT txn_id, routed_operator, operator_stan, operator_sent_at, tracking_code, msisdn, amount"
+    " FROM transactions WHERE state = 'approved' ORDER BY received_at"
+)
 _COUNT = "SELECT count(*) FROM transactions"
 _SUMMARY = "SELECT coalesce(response_code, 'pending'), count(*) FROM transactions GROUP BY 1"
 
@@ -74,6 +96,7 @@ def _intake_row(i: Intake) -> tuple:
         i.txn_id, _iso(i.received_at), i.business_day.isoformat(), i.mti, i.acquirer_id,
         i.tracking_code, i.stan, i.transmitted_at, i.terminal_id, i.merchant_id,
         i.card_masked, i.msisdn, i.amount, i.currency, i.channel, int(i.uses_key),
+        i.routed_operator, i.operator_stan, _iso_or_none(i.operator_sent_at),
     )  # fmt: skip
 
 
@@ -84,15 +107,32 @@ def _outcome_row(o: Outcome) -> tuple:
     )  # fmt: skip
 
 
+def _iso_or_none(value: datetime | None) -> str | None:
+    return None if value is None else _iso(value)
+
+
+def _time_or_none(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _pending(row: tuple) -> PendingReversal:
+    values = list(row)
+    for index in (5, 6, 14):  # created_at, next_attempt_at, operator_sent_at
+        values[index] = _time_or_none(values[index])
+    return PendingReversal(*values)
+
+
 def _view(row: tuple) -> TransactionView:
     (txn_id, received_at, business_day, mti, acquirer_id, tracking_code, stan,
      transmitted_at, terminal_id, merchant_id, card_masked, msisdn, amount, currency,
-     channel, uses_key, state, response_code, operator_id, operator_ref, approval_code,
+     channel, uses_key, routed_operator, operator_stan, operator_sent_at,
+     state, response_code, operator_id, operator_ref, approval_code,
      operator_code, ended_at, latency_ms) = row  # fmt: skip
     return TransactionView(
         txn_id, datetime.fromisoformat(received_at), date.fromisoformat(business_day), mti,
         acquirer_id, tracking_code, stan, transmitted_at, terminal_id, merchant_id,
-        card_masked, msisdn, amount, currency, channel, bool(uses_key), state,
+        card_masked, msisdn, amount, currency, channel, bool(uses_key),
+        routed_operator, operator_stan, _time_or_none(operator_sent_at), state,
         response_code, operator_id, operator_ref, approval_code, operator_code,
         None if ended_at is None else datetime.fromisoformat(ended_at), latency_ms,
     )  # fmt: skip
@@ -214,8 +254,13 @@ class SQLiteJournal:
         """True once committed; False if it claims a dedupe key already taken (nothing stored)."""
         return await self._submit(intake, None)
 
-    async def record_outcome(self, outcome: Outcome) -> None:
-        await self._submit(None, outcome)
+    async def record_outcome(self, outcome: Outcome, reversal: Reversal | None = None) -> None:
+        """The outcome, and with it the reversal it makes the switch owe (one commit)."""
+        await self._submit(None, outcome, reversal)
+
+    async def record_reversal_update(self, update: ReversalUpdate, outcome: Outcome | None = None) -> None:
+        """Another attempt at a stored reversal, or its end (with the transaction's new state)."""
+        await self._submit(None, outcome, None, update)
 
     async def record_refusal(self, intake: Intake, outcome: Outcome) -> None:
         """Both rows, atomically. A refusal never claims the dedupe key."""
@@ -223,10 +268,11 @@ class SQLiteJournal:
             raise ValueError("a refusal's intake must have uses_key=False")
         await self._submit(intake, outcome)
 
-    async def _submit(self, intake: Intake | None, outcome: Outcome | None) -> Any:
+    async def _submit(self, intake: Intake | None, outcome: Outcome | None, reversal: Reversal | None = None,
+                      update: ReversalUpdate | None = None) -> Any:
         if not self._running:
             raise JournalUnavailable("journal is not running")
-        item = QueuedWrite(intake, outcome, self._loop.create_future())
+        item = QueuedWrite(intake, outcome, self._loop.create_future(), reversal, update)
         self._inbox.put(item)  # JournalOverloaded when full
         try:
             async with asyncio.timeout(self._commit_timeout):
@@ -350,7 +396,15 @@ class SQLiteJournal:
             stored = cursor.rowcount == 1  # 0: the dedupe key was taken
         if item.outcome is not None:
             conn.execute(_INSERT_OUTCOME, _outcome_row(item.outcome))
-            return None  # outcome or refusal
+        if item.reversal is not None:
+            r = item.reversal
+            conn.execute(_INSERT_REVERSAL, (r.txn_id, r.operator_id, r.reason, _iso(r.created_at), _iso(r.created_at)))
+        if item.reversal_update is not None:
+            u = item.reversal_update
+            conn.execute(_UPDATE_REVERSAL, (u.state, u.attempts, _iso(u.next_attempt_at), u.last_error,
+                                            u.operator_code, u.txn_id))
+        if item.intake is None or item.outcome is not None:
+            return None  # outcome, refusal or reversal bookkeeping
         return stored
 
     # -- reads (a read-only connection in the reader thread) --------------------------
@@ -359,6 +413,34 @@ class SQLiteJournal:
         """The transaction holding this dedupe key, with its latest outcome, or None."""
         rows = await self._read(_FIND, (acquirer_id, tracking_code, business_day.isoformat()))
         return _view(rows[0]) if rows else None
+
+    async def find_latest(self, acquirer_id: str, tracking_code: str) -> TransactionView | None:
+        """The newest transaction that used this (acquirer, tracking code), on any business day."""
+        rows = await self._read(_FIND_LATEST, (acquirer_id, tracking_code))
+        return _view(rows[0]) if rows else None
+
+    async def transaction(self, txn_id: str) -> TransactionView | None:
+        rows = await self._read(_FIND_TXN, (txn_id,))
+        return _view(rows[0]) if rows else None
+
+    async def reversals(self, states: tuple[str, ...] = ("pending",), limit: int = 1000) -> list[PendingReversal]:
+        """Stored reversals in these states, oldest first per operator."""
+        query = _REVERSALS.format(states=", ".join("?" * len(states)))
+        return [_pending(row) for row in await self._read(query, (*states, limit))]
+
+    async def orphans(self, since: datetime, until: datetime) -> list[TransactionView]:
+        """Transactions routed to an operator, received in [since, until), that have no outcome at all."""
+        return [_view(row) for row in await self._read(_ORPHANS, (_iso(since), _iso(until)))]
+
+    async def states(self) -> dict[str, int]:
+        """Transactions by state ("in flight" for those with no outcome yet)."""
+        return {state: count for state, count in await self._read(_STATES, ())}
+
+    async def approved_at_operators(self) -> list[tuple]:
+        """(txn_id, operator, operator_stan, operator_sent_at, tracking_code, msisdn, amount) of every
+        transaction whose current state is approved (credited and not reversed)."""
+        return [(t, o, stan, _time_or_none(at), rrn, msisdn, amount)
+                for t, o, stan, at, rrn, msisdn, amount in await self._read(_APPROVED_AT_OPERATORS, ())]
 
     async def count_transactions(self) -> int:
         return (await self._read(_COUNT, ()))[0][0]

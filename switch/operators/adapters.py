@@ -13,7 +13,7 @@ import hmac
 import logging
 
 from switch.clock import local_time_fields, transmission_time, utcnow
-from switch.model import OperatorAnswer, TopUp
+from switch.model import OperatorAnswer, OperatorReversal, ReversalAnswer, TopUp
 from switch.wire import load_dialect
 
 log = logging.getLogger("airswitch.operator")
@@ -49,12 +49,20 @@ class IsoAdapter:
         self.codes = CodeTable(self.dialect.rules)
 
     @staticmethod
-    def reference(counter: int, topup: TopUp | None) -> str:
+    def reference(counter: int) -> str:
+        """A network message's or a reversal's own reference: the next STAN."""
         return f"{counter % 1_000_000 or 1:06d}"
+
+    @staticmethod
+    def reference_of(topup: TopUp) -> str:
+        return topup.stan
 
     @staticmethod
     def answer_key(message: dict) -> str | None:
         return message.get("11")
+
+    def _original_institution(self) -> str:
+        return self.institution_id.zfill(11)
 
     def _mismatch(self, answer: dict, expected_mti: str, topup: TopUp) -> bool:
         if answer.get("t") != expected_mti or answer.get("37") != topup.tracking_code:
@@ -87,15 +95,30 @@ class Opa87Adapter(IsoAdapter):
     def network_ok(answer: dict) -> bool:
         return answer.get("t") == "0810" and answer.get("39") == "00"
 
-    def top_up(self, reference: str, topup: TopUp) -> dict:
-        now = utcnow()
-        local_time, local_date = local_time_fields(now)
+    def top_up(self, topup: TopUp) -> dict:
+        local_time, local_date = local_time_fields(topup.sent_at)
         return {
             "t": "0200", "2": topup.msisdn, "3": "000000", "4": f"{topup.amount:012d}",
-            "7": transmission_time(now), "11": reference, "12": local_time, "13": local_date,
+            "7": transmission_time(topup.sent_at), "11": topup.stan, "12": local_time, "13": local_date,
             "32": self.institution_id, "37": topup.tracking_code, "41": self.terminal_id,
             "49": topup.currency,
         }
+
+    def reversal(self, reference: str, reversal: OperatorReversal) -> dict:
+        """0420 (0421 when repeated): the original's fields, new 7 and 11, and 90 naming the original."""
+        original = ("0200" + reversal.original_stan + transmission_time(reversal.original_sent_at)
+                    + self._original_institution() + "0" * 11)
+        return {
+            "t": "0421" if reversal.attempt else "0420", "2": reversal.msisdn, "3": "000000",
+            "4": f"{reversal.amount:012d}", "7": transmission_time(utcnow()), "11": reference,
+            "32": self.institution_id, "37": reversal.tracking_code, "41": self.terminal_id,
+            "49": reversal.currency, "90": original,
+        }
+
+    @staticmethod
+    def reversal_answer(answer: dict) -> ReversalAnswer:
+        code = answer.get("39", "")
+        return ReversalAnswer(settled=answer.get("t") == "0430" and code in ("00", "25"), operator_code=code)
 
     def parse_answer(self, answer: dict, topup: TopUp) -> OperatorAnswer:
         code = answer.get("39", "")
@@ -156,12 +179,28 @@ class Opb93Adapter(IsoAdapter):
     def network_ok(self, answer: dict) -> bool:
         return answer.get("t") == "1814" and answer.get("39") == self.accepted
 
-    def top_up(self, reference: str, topup: TopUp) -> dict:
+    def top_up(self, topup: TopUp) -> dict:
         return {
-            "t": "1200", "3": "000000", "4": f"{topup.amount:012d}", "11": reference, "12": self._local_time(),
-            "24": self.functions["top_up"], "32": self.institution_id, "37": topup.tracking_code,
-            "49": topup.currency, "102": topup.msisdn,
+            "t": "1200", "3": "000000", "4": f"{topup.amount:012d}", "11": topup.stan,
+            "12": topup.sent_at.strftime("%y%m%d%H%M%S"), "24": self.functions["top_up"],
+            "32": self.institution_id, "37": topup.tracking_code, "49": topup.currency, "102": topup.msisdn,
         }
+
+    def reversal(self, reference: str, reversal: OperatorReversal) -> dict:
+        """1420 (1421 when repeated), function 400, with 56 naming the original 1200."""
+        original = ("1200" + reversal.original_stan + reversal.original_sent_at.strftime("%y%m%d%H%M%S")
+                    + f"{len(self.institution_id):02d}" + self.institution_id)
+        return {
+            "t": "1421" if reversal.attempt else "1420", "3": "000000", "4": f"{reversal.amount:012d}",
+            "11": reference, "12": self._local_time(), "24": self.functions["reversal"],
+            "32": self.institution_id, "37": reversal.tracking_code, "49": reversal.currency,
+            "56": original, "102": reversal.msisdn,
+        }
+
+    @staticmethod
+    def reversal_answer(answer: dict) -> ReversalAnswer:
+        code = answer.get("39", "")
+        return ReversalAnswer(settled=answer.get("t") == "1430" and code in ("400", "480"), operator_code=code)
 
     def parse_answer(self, answer: dict, topup: TopUp) -> OperatorAnswer:
         code = answer.get("39", "")
@@ -197,9 +236,13 @@ class OpcJsonAdapter:
         self.codes = CodeTable(self.dialect.rules)
 
     @staticmethod
-    def reference(counter: int, topup: TopUp | None) -> str:
+    def reference(counter: int) -> str:
+        return ECHO_REFERENCE
+
+    @staticmethod
+    def reference_of(topup: TopUp) -> str:
         # A top-up's ref is its transaction id: unique across links, processes and restarts.
-        return topup.txn_id if topup is not None else ECHO_REFERENCE
+        return topup.txn_id
 
     @staticmethod
     def answer_key(message: dict) -> str | None:
@@ -224,9 +267,24 @@ class OpcJsonAdapter:
         return answer.get("type") == "pong"
 
     @staticmethod
-    def top_up(reference: str, topup: TopUp) -> dict:
-        return {"type": "recharge", "ref": reference, "msisdn": topup.msisdn, "amount": topup.amount,
+    def top_up(topup: TopUp) -> dict:
+        return {"type": "recharge", "ref": topup.txn_id, "msisdn": topup.msisdn, "amount": topup.amount,
                 "currency": topup.currency, "tracking": topup.tracking_code}
+
+    @staticmethod
+    def reversal_reference(reversal: OperatorReversal) -> str:
+        # The same ref on every repeat: the operator can tell a repeat from a new reversal.
+        return f"{reversal.txn_id}-R"
+
+    @staticmethod
+    def reversal(reference: str, reversal: OperatorReversal) -> dict:
+        return {"type": "reverse", "ref": reference, "original_ref": reversal.txn_id}
+
+    @staticmethod
+    def reversal_answer(answer: dict) -> ReversalAnswer:
+        status = str(answer.get("status"))
+        return ReversalAnswer(settled=answer.get("type") == "reverse_result" and status in ("OK", "NOT_FOUND"),
+                              operator_code=status)
 
     def parse_answer(self, answer: dict, topup: TopUp) -> OperatorAnswer:
         status, reason = answer.get("status"), answer.get("reason")

@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 
 from switch.config import LinkConfig, OperatorConfig
 from switch.errors import RemoteProtocolError
-from switch.model import OperatorAnswer, TopUp
+from switch.model import OperatorAnswer, OperatorReversal, ReversalAnswer, TopUp
 from switch.operators.adapters import Adapter, adapter_for
 
 log = logging.getLogger("airswitch.operator")
@@ -36,7 +36,7 @@ log = logging.getLogger("airswitch.operator")
 BACKOFF_START = 0.2          # seconds before the first redial
 SIGN_OFF_TIMEOUT = 1.0       # seconds a sign-off may take at shutdown
 EXPIRED_REFERENCES = 10_000  # timed-out references remembered per link, for late answers
-STAN_ATTEMPTS = 1000
+STAN_ATTEMPTS = 1000         # tries to find a STAN not in flight on a link
 HANDSHAKE_TIMEOUT = 10.0     # seconds an accepted connection has to sign on or log in
 
 LateAnswerHandler = Callable[[str, TopUp, OperatorAnswer], None]
@@ -116,7 +116,7 @@ class OperatorLink(asyncio.Protocol):
 
     async def _sign_on(self) -> None:
         if self.adapter.sign_on("000000") is not None:
-            answer = await self._exchange(self.adapter.sign_on)
+            answer = await self._network(self.adapter.sign_on)
             if not self.adapter.network_ok(answer):
                 raise RemoteProtocolError(f"sign-on refused: {answer}")
         self._signed_on = True
@@ -164,7 +164,7 @@ class OperatorLink(asyncio.Protocol):
                 if done:
                     raise ConnectionError("connection closed")
                 continue
-            answer = await self._exchange(self.adapter.echo)
+            answer = await self._network(self.adapter.echo)
             if not self.adapter.network_ok(answer):
                 raise RemoteProtocolError(f"echo refused: {answer}")
 
@@ -173,7 +173,7 @@ class OperatorLink(asyncio.Protocol):
         self._closing = True
         if self._signed_on and self.adapter.sign_off("000000") is not None:
             try:
-                await asyncio.wait_for(self._exchange(self.adapter.sign_off), SIGN_OFF_TIMEOUT)
+                await asyncio.wait_for(self._network(self.adapter.sign_off), SIGN_OFF_TIMEOUT)
             except (NoAnswer, asyncio.TimeoutError, NoLiveLink):
                 pass
         self._signed_on = False
@@ -280,20 +280,26 @@ class OperatorLink(asyncio.Protocol):
             self.transport.write(self.adapter.dialect.pack(message))
 
     # -- requests -------------------------------------------------------------------------
-    def _next_reference(self, topup: TopUp | None) -> str:
+    def next_reference(self) -> str:
+        """A fresh reference for a message the switch originates (network, reversal)."""
         for _ in range(STAN_ATTEMPTS):
-            reference = self.adapter.reference(next(self._counter), topup)
+            reference = self.adapter.reference(next(self._counter))
             if reference not in self._pending:
                 self._expired.pop(reference, None)  # a reused STAN no longer names the old request
                 return reference
         raise NoLiveLink(f"link {self.name}: no free reference")
 
-    async def _exchange(self, build, topup: TopUp | None = None) -> dict:
-        """Send one request built by `build(reference[, topup])` and wait for its answer."""
+    async def _network(self, build) -> dict:
+        reference = self.next_reference()
+        return await self._exchange(build(reference), reference)
+
+    async def _exchange(self, message: dict, reference: str, topup: TopUp | None = None) -> dict:
+        """Send one request and wait for the answer that carries `reference`."""
         if self.transport is None or self.transport.is_closing():
             raise NoAnswer(f"link {self.name} is not connected")
-        reference = self._next_reference(topup)
-        message = build(reference) if topup is None else build(reference, topup)
+        if reference in self._pending:
+            raise NoLiveLink(f"link {self.name}: reference {reference} is still in flight")
+        self._expired.pop(reference, None)
         future = asyncio.get_running_loop().create_future()
         self._pending[reference] = (future, topup)
         self._send(message)
@@ -309,8 +315,15 @@ class OperatorLink(asyncio.Protocol):
                 del self._pending[reference]
 
     async def top_up(self, topup: TopUp) -> OperatorAnswer:
-        answer = await self._exchange(self.adapter.top_up, topup)
+        answer = await self._exchange(self.adapter.top_up(topup), self.adapter.reference_of(topup), topup)
         return self.adapter.parse_answer(answer, topup)
+
+    async def reverse(self, reversal: OperatorReversal) -> ReversalAnswer:
+        """Send one reversal (or its repeat) and read the operator's answer."""
+        reference_of = getattr(self.adapter, "reversal_reference", None)
+        reference = reference_of(reversal) if reference_of else self.next_reference()
+        answer = await self._exchange(self.adapter.reversal(reference, reversal), reference)
+        return self.adapter.reversal_answer(answer)
 
 
 class OperatorPool:
@@ -330,6 +343,10 @@ class OperatorPool:
     @property
     def links(self) -> list[OperatorLink]:
         return [*self.dialed.values(), *self.accepted]
+
+    def next_stan(self) -> str:
+        """The STAN of the next top-up to this operator (fixed before it is journaled and sent)."""
+        return f"{next(self._counter) % 1_000_000 or 1:06d}"
 
     def accept_port(self, index: int = 0) -> int:
         """The port the index-th accept link listens on (useful when configured as 0)."""

@@ -46,6 +46,11 @@ class Dialect:
             partial = {key: exc.doc_dec[key] for key in MATCHING_FIELDS if key in exc.doc_dec}
             raise MessageDecodeError(f"{self.name}: {exc.msg}: field {exc.field} at byte {exc.pos}",
                                      field=exc.field, position=exc.pos, partial=partial) from None
+        except KeyError as exc:
+            # Bit 65 set announces a tertiary bitmap, whose fields (129-192) no 1987 spec defines:
+            # pyiso8583 then looks them up in the spec and fails with a bare KeyError.
+            raise MessageDecodeError(f"{self.name}: field {exc.args[0]} is not in this dialect",
+                                     field=str(exc.args[0])) from None
         return fields
 
     def encode(self, fields: dict[str, str]) -> bytes:
