@@ -86,6 +86,16 @@ class JournalConfig(Struct):
     batch_max: int = 500
 
 
+class ReversalConfig(Struct):
+    """Store-and-forward of the reversals the switch owes operators, and crash recovery."""
+    max_attempts: int = 12            # then "needs manual reconciliation"
+    backoff_start: float = 1.0        # seconds before the first repeat; doubles, capped
+    backoff_max: float = 60.0
+    poll_interval: float = 1.0        # seconds between looks at the queue when nothing wakes it
+    orphan_age: float = 60.0          # a request routed this long ago with no outcome was lost in a crash
+    window_days: int = 0              # an acquirer's 0400 is accepted up to this many business days back
+
+
 class DedupeConfig(Struct):
     backend: Literal["memory", "redis"] = "memory"
     window: int = DEFAULT_DEDUPE_WINDOW
@@ -106,6 +116,7 @@ class SwitchConfig(Struct):
     business_day: BusinessDayConfig = BusinessDayConfig()
     journal: JournalConfig = JournalConfig()
     dedupe: DedupeConfig = DedupeConfig()
+    reversals: ReversalConfig = ReversalConfig()
     routing: RoutingConfig = RoutingConfig()
     acquirers: list[AcquirerConfig] = []
     operators: list[OperatorConfig] = []
@@ -197,5 +208,9 @@ def _check(config: SwitchConfig, path: Path) -> None:
                         fail(f"{key}.links[{j}].allowed_addresses", f"{address!r} is not an IP address or network")
                 if operator.dialect == "opcjson" and not operator.secret:
                     fail(f"{key}.secret", "an opcjson operator with accept links needs its login secret")
+    if config.reversals.max_attempts < 1:
+        fail("reversals.max_attempts", "must be at least 1")
+    if config.reversals.orphan_age <= max((op.timeout for op in config.operators), default=0):
+        fail("reversals.orphan_age", "must be longer than every operator's timeout")
     if not config.path(config.routing.routes).is_file():
         fail("routing.routes", f"no such file {config.path(config.routing.routes)}")

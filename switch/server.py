@@ -21,6 +21,8 @@ from switch.acquirer import AcquirerConnection, AcquirerDirectory
 from switch.config import SwitchConfig, load_config
 from switch.dedupe import DedupeWindow
 from switch.errors import ConfigError
+from switch.forwarder import ReversalForwarder
+from switch.acquirer_reversals import AcquirerReversals
 from switch.journal import Journal, PostgresJournal, SQLiteJournal
 from switch.operators.link import OperatorPool
 from switch.topup import TopUpFlow
@@ -59,6 +61,8 @@ class Switch:
         self.operators: dict[str, OperatorPool] = {}
         self.flow = TopUpFlow(config, load_dialect("bank87"), load_router(config), self.journal, self.dedupe,
                               self.operators)
+        self.forwarder = ReversalForwarder(self.journal, self.operators, config.reversals)
+        self.flow.reversals = AcquirerReversals(self.flow, on_stored=self.forwarder.wake)
         self.directory = AcquirerDirectory(config.acquirers)
         self.tasks: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None
@@ -77,6 +81,7 @@ class Switch:
         for operator in self.config.operators:
             pool = self.operators[operator.id] = self._pool(operator)
             await pool.start()
+        self.forwarder.start()
         listener = self.config.listener
         self._server = await asyncio.get_running_loop().create_server(
             lambda: AcquirerConnection(self.flow, self.directory, listener, self.tasks),
@@ -115,6 +120,7 @@ class Switch:
             self.config = config
             self.directory.replace(config.acquirers)
             self.flow.reconfigure(config, router)
+            self.forwarder.config = config.reversals
             await asyncio.gather(*(pool.drain(DRAIN_TIMEOUT) for pool in retired))
             log.info("configuration reloaded from %s", config.source)
             return True
@@ -127,6 +133,7 @@ class Switch:
             _, late = await asyncio.wait(self.tasks, timeout=DRAIN_TIMEOUT)
             for task in late:
                 task.cancel()
+        await self.forwarder.stop()
         await asyncio.gather(*(pool.close() for pool in self.operators.values()))
         await self.journal.close()
         await self.dedupe.close()

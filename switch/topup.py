@@ -92,6 +92,7 @@ class TopUpFlow:
         # Top-ups still in flight by dedupe key, so a 0201 can wait for the original's answer.
         self._pending: dict[str, asyncio.Future] = {}
         self._background: set[asyncio.Task] = set()
+        self.reversals = None  # AcquirerReversals, set by the switch
 
     def reconfigure(self, config: SwitchConfig, router: Router) -> None:
         """A reloaded configuration: routes and amount rules apply to the next request."""
@@ -111,6 +112,8 @@ class TopUpFlow:
                 return await self.top_up(request, acquirer)
             if code is None:
                 return self.answer(request, FORMAT_ERROR)
+        elif mti in ("0400", "0420", "0421") and self.reversals is not None:
+            return await self.reversals.handle(request, acquirer)
         return self.answer(request, INVALID_TXN)
 
     def network(self, request: dict) -> dict:

@@ -38,6 +38,7 @@ def switch_config(operator_ports: dict[str, int], dialects: dict[str, tuple[str,
     """The test switch; `dialects` maps an operator id to (dialect, link mode); default opa87 connect."""
     dialects = dialects or {}
     operator_timeout = overrides.pop("operator_timeout", 1.0)
+    overrides.setdefault("reversals", {"orphan_age": max(60.0, operator_timeout * 2)})
     echo_interval = overrides.pop("echo_interval", 30.0)
     raw = {
         "institution_id": "99001",

@@ -444,8 +444,8 @@ def _is_open(conn: asyncpg.Connection) -> bool:
 
 
 def _result(item: QueuedWrite, stored: set[str]) -> bool | None:
-    if item.outcome is not None:
-        return None  # outcome or refusal
+    if item.intake is None or item.outcome is not None:
+        return None  # outcome, refusal or reversal bookkeeping
     return not item.intake.uses_key or item.intake.txn_id in stored
 
 

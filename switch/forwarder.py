@@ -1,0 +1,163 @@
+"""Store-and-forward: the reversals the switch owes operators, sent until answered.
+
+A reversal is stored in the journal before anything is acknowledged (with the
+outcome that creates the debt: an operator that did not answer, or an
+acquirer's 0400/0420). The forwarder sends each one in its operator's dialect,
+repeats it (0421/1421, or again for opcjson) with capped exponential backoff
+until the operator answers, and keeps them in order per operator: the next
+reversal for an operator waits for the one before it. After `max_attempts`
+tries a reversal moves to "needs manual reconciliation", which `airswitch
+reversals` lists and resolves.
+
+Crash recovery lives here too: a request that was routed to an operator more
+than `orphan_age` ago and has no outcome at all was lost with a process that
+died; its outcome is recorded unknown and its reversal queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from switch.clock import utcnow
+from switch.config import ReversalConfig
+from switch.journal import Journal, JournalError, Outcome, PendingReversal, Reversal, ReversalUpdate
+from switch.model import OperatorReversal
+from switch.operators.link import NoAnswer, NoLiveLink, OperatorPool
+
+log = logging.getLogger("airswitch.reversals")
+
+RECOVERY_LOOKBACK = timedelta(days=2)   # how far back the first orphan scan after a start looks
+RECOVERY_EVERY = 10.0                   # seconds between orphan scans
+
+
+class ReversalForwarder:
+    def __init__(self, journal: Journal, operators: dict[str, OperatorPool], config: ReversalConfig):
+        self.journal = journal
+        self.operators = operators
+        self.config = config
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._scanned_until: datetime | None = None
+        self._last_scan = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="reversal forwarder")
+
+    def wake(self) -> None:
+        """A reversal was just stored: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if loop.time() - self._last_scan >= RECOVERY_EVERY:
+                    self._last_scan = loop.time()
+                    await self.recover_orphans()
+                await self.forward_due()
+            except JournalError as exc:
+                log.error("store-and-forward paused: journal unavailable: %s", exc)
+            except Exception:
+                log.exception("store-and-forward round failed; retrying")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def forward_due(self) -> int:
+        """One round: the oldest pending reversal of each operator, if due. Returns how many were sent."""
+        pending = await self.journal.reversals(("pending",))
+        heads: dict[str, PendingReversal] = {}
+        for reversal in pending:
+            heads.setdefault(reversal.operator_id, reversal)
+        now = utcnow()
+        due = [reversal for reversal in heads.values() if reversal.next_attempt_at <= now]
+        await asyncio.gather(*(self._attempt(reversal) for reversal in due))
+        if len(due) < len(pending):
+            self._wake.set()  # more are queued behind the heads: go again without waiting for the poll
+        return len(due)
+
+    async def _attempt(self, pending: PendingReversal) -> None:
+        attempts = pending.attempts + 1
+        reversal = OperatorReversal(
+            txn_id=pending.txn_id, tracking_code=pending.tracking_code, msisdn=pending.msisdn or "",
+            amount=pending.amount or 0, currency=pending.currency or "", original_stan=pending.operator_stan or "000000",
+            original_sent_at=pending.operator_sent_at or pending.created_at, attempt=pending.attempts)
+        pool = self.operators.get(pending.operator_id)
+        try:
+            if pool is None:
+                raise NoLiveLink(f"operator {pending.operator_id} is not configured")
+            answer = await pool.pick().reverse(reversal)
+        except (NoAnswer, NoLiveLink) as exc:
+            error, code = str(exc), None
+        else:
+            if answer.settled:
+                await self._finish(pending, attempts, "done", "reversed", "reversal_done", answer.operator_code, None)
+                log.info("txn %s: reversed at %s (%s) after %d attempt(s)", pending.txn_id, pending.operator_id,
+                         answer.operator_code, attempts)
+                return
+            error, code = f"operator answered {answer.operator_code}", answer.operator_code
+        if attempts >= self.config.max_attempts:
+            log.critical("txn %s: reversal at %s failed %d times (%s): needs manual reconciliation",
+                         pending.txn_id, pending.operator_id, attempts, error)
+            await self._finish(pending, attempts, "failed", "reversal_failed", "reversal_failed", code, error)
+            return
+        delay = min(self.config.backoff_max, self.config.backoff_start * 2 ** (attempts - 1))
+        log.warning("txn %s: reversal at %s not settled (%s); attempt %d, next in %.0fs", pending.txn_id,
+                    pending.operator_id, error, attempts, delay)
+        await self.journal.record_reversal_update(ReversalUpdate(
+            txn_id=pending.txn_id, state="pending", attempts=attempts,
+            next_attempt_at=utcnow() + timedelta(seconds=delay), last_error=error, operator_code=code))
+
+    async def _finish(self, pending: PendingReversal, attempts: int, queue_state: str, txn_state: str,
+                      event: str, code: str | None, error: str | None) -> None:
+        original = await self.journal.transaction(pending.txn_id)
+        outcome = Outcome(
+            txn_id=pending.txn_id, ended_at=utcnow(), state=txn_state,
+            response_code=(original.response_code if original and original.response_code else "91"),
+            operator_id=pending.operator_id, operator_ref=original.operator_ref if original else None,
+            approval_code=original.approval_code if original else None, operator_code=code, latency_ms=0.0,
+            event=event)
+        await self.journal.record_reversal_update(
+            ReversalUpdate(txn_id=pending.txn_id, state=queue_state, attempts=attempts, next_attempt_at=utcnow(),
+                           last_error=error, operator_code=code), outcome)
+
+    async def recover_orphans(self) -> int:
+        """Requests routed to an operator with no outcome, older than orphan_age: lost in a crash."""
+        now = utcnow()
+        until = now - timedelta(seconds=self.config.orphan_age)
+        since = self._scanned_until - timedelta(seconds=RECOVERY_EVERY) if self._scanned_until else now - RECOVERY_LOOKBACK
+        orphans = await self.journal.orphans(since, until)
+        for orphan in orphans:
+            log.warning("txn %s: sent to %s at %s and never finished (a crash): outcome unknown, reversal queued",
+                        orphan.txn_id, orphan.routed_operator, orphan.operator_sent_at)
+            await self.journal.record_outcome(
+                Outcome(txn_id=orphan.txn_id, ended_at=utcnow(), state="unknown", response_code="91",
+                        operator_id=orphan.routed_operator, operator_ref=None, approval_code=None, operator_code=None,
+                        latency_ms=0.0, event="recovered"),
+                Reversal(txn_id=orphan.txn_id, operator_id=orphan.routed_operator, reason="crash_recovery",
+                         created_at=utcnow()))
+        self._scanned_until = until
+        if orphans:
+            self.wake()
+        return len(orphans)
+
+    async def resolve(self, txn_id: str, note: str) -> bool:
+        """A person settled a failed reversal with the operator: close it (state resolved)."""
+        failed = [r for r in await self.journal.reversals(("failed", "pending"), limit=100_000) if r.txn_id == txn_id]
+        if not failed:
+            return False
+        pending = failed[0]
+        await self._finish(pending, pending.attempts, "resolved", "resolved", "manual_resolution", None, note)
+        return True
