@@ -6,6 +6,14 @@ one transaction (one ``INSERT ... SELECT FROM unnest(...)`` per table), commits,
 only then resolves each caller's future. While a batch is in flight new records queue
 up and become the next batch, so the batch size follows the load with no timer.
 
+With a spill directory configured, a batch the database cannot take (unreachable,
+restarting, blocked) goes to a local fsync'd spill file instead (`spill.py`), for at
+most `spill_max_seconds`; while it exists new batches follow it there, and the writer
+tries once a second to replay it into the database, exactly once, before going back to
+normal. Past the bound, or if the spill file cannot be written, new intakes are refused
+(JournalUnavailable: the caller answers 96) while outcomes keep being spilled: they
+record what already happened.
+
 Failure handling, in short:
 - queue full -> JournalOverloaded, raised at once, nothing queued;
 - the database fails the batch -> every waiter of that batch gets JournalUnavailable,
@@ -19,7 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import time
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -38,6 +49,7 @@ from .records import (
     ReversalUpdate,
     TransactionView,
 )
+from .spill import SpilledWrite, SpillFile
 from .schema import (
     INTAKE_COLUMNS,
     OUTCOME_COLUMNS,
@@ -48,7 +60,12 @@ from .schema import (
     VIEW_COLUMNS,
 )
 
+log = logging.getLogger("airswitch.journal")
+
 DEFAULT_SCHEMA = "public"
+DEFAULT_SPILL_MAX_SECONDS = 300.0  # how long the switch may run on its spill file before refusing top-ups
+SPILL_RETRY_INTERVAL = 1.0        # seconds between attempts to replay the spill into the database
+ATTEMPT_TIMEOUT_CAP = 2.0         # a writer attempt gives up this soon, so callers can still be spilled
 DEFAULT_BATCH_MAX = 500
 DEFAULT_POOL_SIZE = 4
 DEFAULT_COMMIT_TIMEOUT = 5.0  # seconds; bounds every wait: queue + commit, reads, connects
@@ -157,6 +174,8 @@ class PostgresJournal:
         pool_size: int = DEFAULT_POOL_SIZE,
         commit_timeout: float = DEFAULT_COMMIT_TIMEOUT,
         queue_max: int = DEFAULT_QUEUE_MAX,
+        spill_dir: str | Path | None = None,
+        spill_max_seconds: float = DEFAULT_SPILL_MAX_SECONDS,
     ) -> None:
         if batch_max < 1 or queue_max < 1:
             raise ValueError("batch_max and queue_max must be >= 1")
@@ -176,6 +195,13 @@ class PostgresJournal:
         self._running = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches_committed = 0  # transactions committed by the writer (for tests/metrics)
+        self._spill_dir = Path(spill_dir) if spill_dir is not None else None
+        self._spill_max_seconds = spill_max_seconds
+        self._spill: SpillFile | None = None
+        self._spill_since = 0.0
+        self._last_replay_attempt = 0.0
+        self._attempt_timeout = min(commit_timeout / 2, ATTEMPT_TIMEOUT_CAP)
+        self.records_spilled = 0  # for tests/metrics
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -201,6 +227,9 @@ class PostgresJournal:
         try:
             async with self._pool.acquire() as conn:
                 await self._migrate(conn)
+                # What a previous run spilled and did not replay goes in before anything new.
+                for spill in SpillFile.existing(self._spill_dir) if self._spill_dir else []:
+                    await self._replay(conn, spill)
         except BaseException:
             await self._pool.close()
             self._pool = None
@@ -302,24 +331,92 @@ class PostgresJournal:
         while True:
             batch = await self._inbox.take(self._batch_max)
             if not batch:
+                if self._spill is not None:
+                    await self._try_replay(force=True)  # last chance at shutdown; the file stays otherwise
                 return  # closed and drained
             # A lone intake whose caller already gave up is not written (see QueuedWrite).
             batch = [item for item in batch if not (item.future.cancelled() and item.outcome is None
                                                     and item.reversal_update is None)]
             if not batch:
                 continue
-            try:
-                results = await self._commit_batch(batch)
-            except Exception as exc:  # noqa: BLE001 - every failure goes to the waiters
-                # Whatever went wrong, the connection may be mid-transaction or dead:
-                # start the next batch on a fresh one.
-                self._drop_writer_conn()
-                results = [_unavailable(len(batch), exc) for _ in batch]
+            if self._spill is not None and not await self._try_replay():
+                results = self._spill_batch(batch, None)
+            else:
+                try:
+                    results = await self._commit_batch(batch)
+                except Exception as exc:  # noqa: BLE001 - every failure goes to the waiters or the spill
+                    # Whatever went wrong, the connection may be mid-transaction or dead:
+                    # start the next batch on a fresh one.
+                    self._drop_writer_conn()
+                    if self._spill_dir is not None:
+                        log.error("journal database unavailable (%r): spilling to %s", exc, self._spill_dir)
+                        results = self._spill_batch(batch, exc)
+                    else:
+                        results = [_unavailable(len(batch), exc) for _ in batch]
             for item, result in zip(batch, results):
                 _settle(item.future, result)
 
+    # -- the spill ----------------------------------------------------------------------
+
+    def _spill_batch(self, batch: list[QueuedWrite], cause: BaseException | None) -> list[Any]:
+        """Append the batch to the spill file (fsync'd) and say so to its callers."""
+        if self._spill is None:
+            self._spill_since = time.monotonic()
+        overdue = time.monotonic() - self._spill_since > self._spill_max_seconds
+        # Past the bound, new top-ups are refused; what already happened is still recorded.
+        keep = [item for item in batch if not (overdue and item.intake is not None and item.outcome is None)]
+        try:
+            if self._spill is None:
+                self._spill = SpillFile.create(self._spill_dir)
+            self._spill.append([SpilledWrite(item.intake, item.outcome, item.reversal, item.reversal_update)
+                                for item in keep])
+        except OSError as exc:
+            log.critical("journal spill file cannot be written (%r): refusing records", exc)
+            return [_unavailable(len(batch), exc) for _ in batch]
+        self.records_spilled += len(keep)
+        results: list[Any] = []
+        for item in batch:
+            if item not in keep:
+                results.append(JournalUnavailable(
+                    f"journal database unavailable for over {self._spill_max_seconds:.0f}s: new top-ups refused"))
+            else:
+                # A spilled intake's dedupe key is checked again on replay (see _replay).
+                results.append(True if item.intake is not None and item.outcome is None else None)
+        return results
+
+    async def _try_replay(self, force: bool = False) -> bool:
+        """Replay the spill into the database; True once it is in (and the spill gone)."""
+        now = time.monotonic()
+        if not force and now - self._last_replay_attempt < SPILL_RETRY_INTERVAL:
+            return False
+        self._last_replay_attempt = now
+        try:
+            async with asyncio.timeout(self._attempt_timeout * 4):
+                async with self._pool.acquire() as conn:
+                    await self._replay(conn, self._spill)
+        except Exception as exc:  # noqa: BLE001 - still down: keep spilling
+            log.warning("journal database still unavailable (%r); %d records in the spill", exc,
+                        self.records_spilled)
+            return False
+        self._spill = None
+        return True
+
+    async def _replay(self, conn: asyncpg.Connection, spill: SpillFile) -> None:
+        """Apply one spill file exactly once, then delete it."""
+        writes = spill.read()
+        async with conn.transaction():
+            done = await conn.fetchval("SELECT 1 FROM spill_replayed WHERE segment = $1", spill.segment)
+            if not done:
+                for start in range(0, len(writes), REPLAY_CHUNK):
+                    await _replay_chunk(conn, writes[start:start + REPLAY_CHUNK])
+                await conn.execute("INSERT INTO spill_replayed (segment, records) VALUES ($1, $2)",
+                                   spill.segment, len(writes))
+        spill.remove()
+        log.warning("journal: replayed %d spilled records from %s into the database", len(writes),
+                    spill.path.name)
+
     async def _commit_batch(self, batch: list[QueuedWrite]) -> list[Any]:
-        async with asyncio.timeout(self._commit_timeout):
+        async with asyncio.timeout(self._attempt_timeout if self._spill_dir else self._commit_timeout):
             conn = self._writer_conn
             if conn is None or not _is_open(conn):
                 # Nothing has been sent yet, so taking another connection is safe.
@@ -432,6 +529,47 @@ class PostgresJournal:
                     return await getattr(conn, method)(query, *args)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise JournalUnavailable(f"journal read failed: {exc!r}") from exc
+
+
+REPLAY_CHUNK = 5000
+_REPLAY_INTAKES = (
+    f"INSERT INTO intake ({', '.join(INTAKE_COLUMNS)})"
+    f" SELECT * FROM unnest({', '.join(f'${n}::{t}[]' for n, t in enumerate(POSTGRES_INTAKE_TYPES.values(), 1))})"
+    " ON CONFLICT DO NOTHING RETURNING txn_id"
+)
+_REPLAY_OUTCOMES = (
+    f"INSERT INTO outcome ({', '.join(OUTCOME_COLUMNS)})"
+    f" SELECT * FROM unnest({', '.join(f'${n}::{t}[]' for n, t in enumerate(POSTGRES_OUTCOME_TYPES.values(), 1))})"
+    f" AS u({', '.join(OUTCOME_COLUMNS)})"
+    " WHERE NOT EXISTS (SELECT 1 FROM outcome o WHERE o.txn_id = u.txn_id AND o.ended_at = u.ended_at"
+    " AND o.state = u.state AND o.event = u.event)"
+)
+
+
+async def _replay_chunk(conn: asyncpg.Connection, writes: list[SpilledWrite]) -> None:
+    """Insert spilled records so that a record already in the database is not inserted again."""
+    intakes = [w.intake for w in writes if w.intake is not None]
+    if intakes:
+        stored = {row[0] for row in await conn.fetch(_REPLAY_INTAKES, *zip(*map(msgspec.structs.astuple, intakes)))}
+        missing = [i for i in intakes if i.txn_id not in stored]
+        present = {row[0] for row in await conn.fetch("SELECT txn_id FROM intake WHERE txn_id = ANY($1::text[])",
+                                                     [i.txn_id for i in missing])} if missing else set()
+        clashes = [msgspec.structs.replace(i, uses_key=False) for i in missing if i.txn_id not in present]
+        for intake in clashes:
+            log.critical("txn %s: duplicate top-up (%s, %s) was accepted while the journal was unreachable; "
+                         "stored without the dedupe key for reconciliation", intake.txn_id, intake.acquirer_id,
+                         intake.tracking_code)
+        if clashes:
+            await conn.fetch(_REPLAY_INTAKES, *zip(*map(msgspec.structs.astuple, clashes)))
+    outcomes = [msgspec.structs.astuple(w.outcome) for w in writes if w.outcome is not None]
+    if outcomes:
+        await conn.execute(_REPLAY_OUTCOMES, *zip(*outcomes))
+    reversals = [msgspec.structs.astuple(w.reversal) for w in writes if w.reversal is not None]
+    if reversals:
+        await conn.execute(_INSERT_REVERSALS, *zip(*reversals))
+    updates = [msgspec.structs.astuple(w.update) for w in writes if w.update is not None]
+    if updates:
+        await conn.executemany(_UPDATE_REVERSAL, updates)
 
 
 def _is_open(conn: asyncpg.Connection) -> bool:
