@@ -46,6 +46,7 @@ class BankReport:
     elapsed: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     approved_by_operator: Counter = field(default_factory=Counter)  # field 44 of approvals
+    approvals: set = field(default_factory=set)   # (acquirer id, tracking code) of every 00 received
 
     @property
     def answered(self) -> int:
@@ -143,6 +144,7 @@ class BankSimulator:
             self.report.answers[code] += 1
             if code == "00":
                 self.report.approved_by_operator[answer.get("44", "?")] += 1
+                self.report.approvals.add((answer.get("32", ""), answer.get("37", "")))
             self.report.latencies_ms.append((time.perf_counter() - sent_at) * 1000.0)
         finally:
             window.release()

@@ -114,6 +114,11 @@ class OperatorSimulator:
         self._linked: asyncio.Event | None = None
         self._stopping = False
 
+    def credits(self) -> Counter:
+        """(operator, tracking code, msisdn, amount) of every top-up credited and not reversed."""
+        return Counter((self.operator_id, credit.tracking_code, credit.msisdn, credit.amount)
+                       for key, credit in self.ledger.items() if key not in self.reversed)
+
     def __repr__(self) -> str:
         return f"<OperatorSimulator {self.operator_id} {self.dialect_name} {self.mode}>"
 

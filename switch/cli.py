@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from switch.errors import AirswitchError
+from switch.journal import JournalError
 
 
 def run(coroutine) -> object:
@@ -115,6 +116,9 @@ def cmd_sim_operator(args) -> int:
         finally:
             await simulator.stop()
             print(f"answers: {dict(simulator.answered)}; credited: {len(simulator.ledger)}")
+            if args.ledger_file:
+                import orjson
+                Path(args.ledger_file).write_bytes(orjson.dumps(list(simulator.credits().elements())))
 
     run(main())
     return 0
@@ -130,6 +134,9 @@ def cmd_sim_bank(args) -> int:
                              local_address=args.local_address)
         report = await bank.run_traffic()
         print_bank_report({args.institution_id: report})
+        if args.approvals_file:
+            import orjson
+            Path(args.approvals_file).write_bytes(orjson.dumps(sorted(report.approvals)))
         return 0 if report.lost == 0 else 1
 
     return run(main())
@@ -163,6 +170,70 @@ def cmd_routes_check(args) -> int:
     print(f"{args.msisdn} -> {msisdn}: operator {match.operator} by {match.source} ({match.detail}); "
           f"currency {rule.currency if rule else '?'}, {amounts}")
     return 0
+
+
+def _journal_of(config_path: str):
+    from switch.config import load_config
+    from switch.server import open_journal
+    return open_journal(load_config(config_path))
+
+
+def cmd_audit(args) -> int:
+    import orjson
+    from collections import Counter
+
+    from switch.audit import audit, format_findings
+
+    bank_approvals = None
+    if args.bank_approvals:
+        bank_approvals = set()
+        for path in args.bank_approvals:
+            bank_approvals |= {tuple(row) for row in orjson.loads(Path(path).read_bytes())}
+    operator_credits = None
+    if args.operator_ledger:
+        operator_credits = Counter()
+        for path in args.operator_ledger:
+            operator_credits.update(tuple(row) for row in orjson.loads(Path(path).read_bytes()))
+
+    async def main():
+        journal = _journal_of(args.config)
+        await journal.start()
+        try:
+            findings = await audit(journal, bank_approvals, operator_credits)
+        finally:
+            await journal.close()
+        print(format_findings(findings))
+        return 0 if all(f.ok for f in findings) else 1
+
+    return run(main())
+
+
+def cmd_reversals(args) -> int:
+    from switch.forwarder import resolve_reversal
+
+    async def main():
+        journal = _journal_of(args.config)
+        await journal.start()
+        try:
+            if args.action == "resolve":
+                if not await resolve_reversal(journal, args.txn_id, args.note):
+                    print(f"no pending or failed reversal for transaction {args.txn_id}", file=sys.stderr)
+                    return 1
+                print(f"transaction {args.txn_id}: reversal resolved by hand ({args.note})")
+                return 0
+            rows = await journal.reversals(tuple(args.state), limit=args.limit)
+            print(f"{'txn_id':<32}  {'operator':<9} {'reason':<17} {'state':<8} {'tries':>5}  {'created':<19}  "
+                  f"{'tracking':<12} {'msisdn':<13} {'amount':>10}  last error")
+            for r in rows:
+                print(f"{r.txn_id:<32}  {r.operator_id:<9} {r.reason:<17} {r.state:<8} {r.attempts:>5}  "
+                      f"{r.created_at:%Y-%m-%d %H:%M:%S}  {r.tracking_code:<12} {r.msisdn or '':<13} "
+                      f"{r.amount or 0:>10}  {r.last_error or ''}")
+            print(f"{len(rows)} reversal(s) {'/'.join(args.state)}")
+            return 0
+        finally:
+            await journal.close()
+
+    return run(main())
 
 
 def cmd_demo(args) -> int:
@@ -212,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--unknown-subscriber", action="append", default=[],
                           help="an MSISDN (international digits) answered 14; repeatable")
     operator.add_argument("--seed", type=int, default=None)
+    operator.add_argument("--ledger-file", default=None,
+                          help="at exit, write what it credited and did not reverse (for airswitch audit)")
     operator.set_defaults(handler=cmd_sim_operator)
 
     bank = sim.add_parser("bank", help="a bank host that sends top-ups")
@@ -224,7 +297,31 @@ def build_parser() -> argparse.ArgumentParser:
     bank.add_argument("--rate", type=float, default=0.0, help="top-ups a second (0: as fast as the window allows)")
     bank.add_argument("--window", type=int, default=200, help="top-ups in flight at once")
     bank.add_argument("--bad-share", type=float, default=0.0, help="share of requests that must be refused")
+    bank.add_argument("--approvals-file", default=None,
+                      help="write (acquirer, tracking code) of every 00 received (for airswitch audit)")
     bank.set_defaults(handler=cmd_sim_bank)
+
+    audit_cmd = commands.add_parser("audit", help="prove from the journal that every transaction is settled")
+    audit_cmd.add_argument("--config", required=True, help="the switch's configuration (for its journal)")
+    audit_cmd.add_argument("--bank-approvals", action="append", default=[],
+                           help="approvals a bank received (sim bank --approvals-file); repeatable")
+    audit_cmd.add_argument("--operator-ledger", action="append", default=[],
+                           help="what an operator credited (sim operator --ledger-file); repeatable")
+    audit_cmd.set_defaults(handler=cmd_audit)
+
+    reversals = commands.add_parser("reversals", help="the reversals the switch owes operators")
+    reversal_actions = reversals.add_subparsers(dest="action", required=True)
+    listing = reversal_actions.add_parser("list", help="list stored reversals")
+    listing.add_argument("--config", required=True)
+    listing.add_argument("--state", action="append", choices=["pending", "failed", "done", "resolved"],
+                         default=None, help="repeatable; default: pending and failed")
+    listing.add_argument("--limit", type=int, default=200)
+    listing.set_defaults(handler=cmd_reversals)
+    resolve = reversal_actions.add_parser("resolve", help="close a failed reversal settled by other means")
+    resolve.add_argument("txn_id")
+    resolve.add_argument("--note", required=True, help="how it was settled (ticket, person)")
+    resolve.add_argument("--config", required=True)
+    resolve.set_defaults(handler=cmd_reversals)
 
     routes = commands.add_parser("routes", help="routing tools").add_subparsers(dest="action", required=True)
     check = routes.add_parser("check", help="show how a number routes")
@@ -237,10 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "action", None) == "list" and args.state is None:
+        args.state = ["pending", "failed"]
     setup_logging(args.log_level)
     try:
         return args.handler(args) or 0
-    except AirswitchError as exc:
+    except (AirswitchError, JournalError) as exc:
         print(f"airswitch: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

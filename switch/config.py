@@ -84,6 +84,10 @@ class JournalConfig(Struct):
     schema: str = "public"
     path: str = "airswitch-journal.sqlite"
     batch_max: int = 500
+    # Postgres only: where journal records go while Postgres is unreachable (relative to this file);
+    # unset, the switch answers 96 as soon as the journal cannot commit.
+    spill_dir: str | None = None
+    spill_max_seconds: float = 300.0
 
 
 class ReversalConfig(Struct):

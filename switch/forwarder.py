@@ -41,6 +41,7 @@ class ReversalForwarder:
         self._task: asyncio.Task | None = None
         self._scanned_until: datetime | None = None
         self._last_scan = 0.0
+        self._paused = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="reversal forwarder")
@@ -65,8 +66,13 @@ class ReversalForwarder:
                     self._last_scan = loop.time()
                     await self.recover_orphans()
                 await self.forward_due()
+                if self._paused:
+                    self._paused = False
+                    log.warning("store-and-forward resumed: the journal answers again")
             except JournalError as exc:
-                log.error("store-and-forward paused: journal unavailable: %s", exc)
+                if not self._paused:  # once per outage, not once per poll
+                    self._paused = True
+                    log.error("store-and-forward paused: journal unavailable: %s", exc)
             except Exception:
                 log.exception("store-and-forward round failed; retrying")
             try:
@@ -122,16 +128,7 @@ class ReversalForwarder:
 
     async def _finish(self, pending: PendingReversal, attempts: int, queue_state: str, txn_state: str,
                       event: str, code: str | None, error: str | None) -> None:
-        original = await self.journal.transaction(pending.txn_id)
-        outcome = Outcome(
-            txn_id=pending.txn_id, ended_at=utcnow(), state=txn_state,
-            response_code=(original.response_code if original and original.response_code else "91"),
-            operator_id=pending.operator_id, operator_ref=original.operator_ref if original else None,
-            approval_code=original.approval_code if original else None, operator_code=code, latency_ms=0.0,
-            event=event)
-        await self.journal.record_reversal_update(
-            ReversalUpdate(txn_id=pending.txn_id, state=queue_state, attempts=attempts, next_attempt_at=utcnow(),
-                           last_error=error, operator_code=code), outcome)
+        await finish_reversal(self.journal, pending, attempts, queue_state, txn_state, event, code, error)
 
     async def recover_orphans(self) -> int:
         """Requests routed to an operator with no outcome, older than orphan_age: lost in a crash."""
@@ -154,10 +151,29 @@ class ReversalForwarder:
         return len(orphans)
 
     async def resolve(self, txn_id: str, note: str) -> bool:
-        """A person settled a failed reversal with the operator: close it (state resolved)."""
-        failed = [r for r in await self.journal.reversals(("failed", "pending"), limit=100_000) if r.txn_id == txn_id]
-        if not failed:
-            return False
-        pending = failed[0]
-        await self._finish(pending, pending.attempts, "resolved", "resolved", "manual_resolution", None, note)
-        return True
+        return await resolve_reversal(self.journal, txn_id, note)
+
+
+async def finish_reversal(journal: Journal, pending: PendingReversal, attempts: int, queue_state: str,
+                          txn_state: str, event: str, code: str | None, error: str | None) -> None:
+    """End a stored reversal and move its transaction to its next state, in one commit."""
+    original = await journal.transaction(pending.txn_id)
+    outcome = Outcome(
+        txn_id=pending.txn_id, ended_at=utcnow(), state=txn_state,
+        response_code=(original.response_code if original and original.response_code else "91"),
+        operator_id=pending.operator_id, operator_ref=original.operator_ref if original else None,
+        approval_code=original.approval_code if original else None, operator_code=code, latency_ms=0.0,
+        event=event)
+    await journal.record_reversal_update(
+        ReversalUpdate(txn_id=pending.txn_id, state=queue_state, attempts=attempts, next_attempt_at=utcnow(),
+                       last_error=error, operator_code=code), outcome)
+
+
+async def resolve_reversal(journal: Journal, txn_id: str, note: str) -> bool:
+    """A person settled a reversal with the operator by other means: close it (state resolved)."""
+    owed = [r for r in await journal.reversals(("failed", "pending"), limit=100_000) if r.txn_id == txn_id]
+    if not owed:
+        return False
+    await finish_reversal(journal, owed[0], owed[0].attempts, "resolved", "resolved", "manual_resolution", None,
+                          note)
+    return True

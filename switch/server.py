@@ -41,7 +41,9 @@ def open_journal(config: SwitchConfig) -> Journal:
     journal = config.journal
     if journal.backend == "sqlite":
         return SQLiteJournal(config.path(journal.path), batch_max=journal.batch_max)
-    return PostgresJournal(journal.dsn, schema=journal.schema, batch_max=journal.batch_max)
+    return PostgresJournal(journal.dsn, schema=journal.schema, batch_max=journal.batch_max,
+                           spill_dir=config.path(journal.spill_dir) if journal.spill_dir else None,
+                           spill_max_seconds=journal.spill_max_seconds)
 
 
 def load_router(config: SwitchConfig) -> Router:
@@ -63,6 +65,7 @@ class Switch:
                               self.operators)
         self.forwarder = ReversalForwarder(self.journal, self.operators, config.reversals)
         self.flow.reversals = AcquirerReversals(self.flow, on_stored=self.forwarder.wake)
+        self.flow.on_reversal_stored = self.forwarder.wake
         self.directory = AcquirerDirectory(config.acquirers)
         self.tasks: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None

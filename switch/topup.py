@@ -14,11 +14,13 @@ import time
 import uuid
 from datetime import date
 
+import msgspec
+
 from routing import InvalidMsisdn, Router, normalise_msisdn
 from switch.clock import BusinessCalendar, utcnow
 from switch.config import AcquirerConfig, SwitchConfig
 from switch.dedupe import DedupeWindow, dedupe_key
-from switch.journal import Intake, Journal, JournalError, Outcome, Reversal
+from switch.journal import Intake, Journal, JournalError, Outcome, Reversal, ReversalUpdate
 from switch.model import OperatorAnswer, TopUp
 from switch.operators.link import NoAnswer, NoLiveLink, OperatorPool
 from switch.wire import Dialect
@@ -93,6 +95,7 @@ class TopUpFlow:
         self._pending: dict[str, asyncio.Future] = {}
         self._background: set[asyncio.Task] = set()
         self.reversals = None  # AcquirerReversals, set by the switch
+        self.on_reversal_stored = None  # wakes the store-and-forward worker, set by the switch
 
     def reconfigure(self, config: SwitchConfig, router: Router) -> None:
         """A reloaded configuration: routes and amount rules apply to the next request."""
@@ -301,20 +304,33 @@ class TopUpFlow:
 
     def record_late_answer(self, operator_id: str, topup: TopUp, answer: OperatorAnswer) -> None:
         """An operator answered after the switch gave up (the acquirer got 91): journal it against its
-        transaction. The state stays unknown; the reversal that settles it is the switch's own business."""
-        late = Outcome(txn_id=topup.txn_id, ended_at=utcnow(), state="unknown", response_code=UNAVAILABLE,
-                       operator_id=operator_id, operator_ref=answer.operator_ref, approval_code=None,
-                       operator_code=answer.operator_code, latency_ms=0.0, event="late_answer")
-        task = asyncio.get_running_loop().create_task(self._journal_late_answer(late))
+        transaction. The state does not go back: the reversal stored with the 91 undoes any credit."""
+        task = asyncio.get_running_loop().create_task(self._journal_late_answer(operator_id, topup, answer))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _journal_late_answer(self, late: Outcome) -> None:
+    async def _journal_late_answer(self, operator_id: str, topup: TopUp, answer: OperatorAnswer) -> None:
         try:
+            current = await self.journal.transaction(topup.txn_id)
+            state = current.state if current and current.state else "unknown"
+            late = Outcome(txn_id=topup.txn_id, ended_at=utcnow(), state=state, response_code=UNAVAILABLE,
+                           operator_id=operator_id, operator_ref=answer.operator_ref, approval_code=None,
+                           operator_code=answer.operator_code, latency_ms=0.0, event="late_answer")
+            if state == "reversed" and answer.response_code == APPROVED:
+                # The reversal was settled before this credit arrived (the operator found nothing to
+                # reverse then): reverse again, now that there is something to undo.
+                log.warning("txn %s: late approval after its reversal was settled: reversing again", topup.txn_id)
+                late = msgspec.structs.replace(late, state="unknown")
+                await self.journal.record_reversal_update(
+                    ReversalUpdate(txn_id=topup.txn_id, state="pending", attempts=0, next_attempt_at=utcnow(),
+                                   last_error="late approval after the reversal", operator_code=None), late)
+                if self.on_reversal_stored is not None:
+                    self.on_reversal_stored()
+                return
             await self.journal.record_outcome(late)
         except JournalError as exc:
-            log.critical("txn %s: late answer %s from %s NOT journaled: %s", late.txn_id, late.operator_code,
-                         late.operator_id, exc)
+            log.critical("txn %s: late answer %s from %s NOT journaled: %s", topup.txn_id, answer.operator_code,
+                         operator_id, exc)
 
     def intake(self, request: dict, txn_id: str, received_at, business_day: date, msisdn: str | None,
                uses_key: bool, topup: TopUp | None = None, operator_id: str | None = None) -> Intake:

@@ -107,6 +107,9 @@ class Journal(Protocol):
     async def states(self) -> dict[str, int]:
         """Transactions by current state."""
 
+    async def approved_answers(self) -> set[tuple[str, str]]:
+        """(acquirer, tracking code) of every transaction answered 00."""
+
     async def approved_at_operators(self) -> list[tuple]:
         """Every transaction whose current state is approved, with the operator's reference."""
 

@@ -121,6 +121,7 @@ _APPROVED_AT_OPERATORS = (
     "SELECT txn_id, routed_operator, operator_stan, operator_sent_at, tracking_code, msisdn, amount"
     " FROM transactions WHERE state = 'approved' ORDER BY received_at"
 )
+_APPROVED_ANSWERS = "SELECT acquirer_id, tracking_code FROM transactions WHERE response_code = '00'"
 _COUNT = "SELECT count(*) FROM transactions"
 _SUMMARY = "SELECT coalesce(response_code, 'pending') AS code, count(*) FROM transactions GROUP BY 1"
 
@@ -511,6 +512,10 @@ class PostgresJournal:
         """(txn_id, operator, operator_stan, operator_sent_at, tracking_code, msisdn, amount) of every
         transaction whose current state is approved (credited and not reversed)."""
         return [tuple(row) for row in await self._read("fetch", _APPROVED_AT_OPERATORS)]
+
+    async def approved_answers(self) -> set[tuple[str, str]]:
+        """(acquirer, tracking code) of every transaction answered 00, reversed since or not."""
+        return {tuple(row) for row in await self._read("fetch", _APPROVED_ANSWERS)}
 
     async def count_transactions(self) -> int:
         return await self._read("fetchval", _COUNT)

@@ -82,6 +82,7 @@ _APPROVED_AT_OPERATORS = (
     "SELECT txn_id, routed_operator, operator_stan, operator_sent_at, tracking_code, msisdn, amount"
     " FROM transactions WHERE state = 'approved' ORDER BY received_at"
 )
+_APPROVED_ANSWERS = "SELECT acquirer_id, tracking_code FROM transactions WHERE response_code = '00'"
 _COUNT = "SELECT count(*) FROM transactions"
 _SUMMARY = "SELECT coalesce(response_code, 'pending'), count(*) FROM transactions GROUP BY 1"
 
@@ -441,6 +442,10 @@ class SQLiteJournal:
         transaction whose current state is approved (credited and not reversed)."""
         return [(t, o, stan, _time_or_none(at), rrn, msisdn, amount)
                 for t, o, stan, at, rrn, msisdn, amount in await self._read(_APPROVED_AT_OPERATORS, ())]
+
+    async def approved_answers(self) -> set[tuple[str, str]]:
+        """(acquirer, tracking code) of every transaction answered 00, reversed since or not."""
+        return {tuple(row) for row in await self._read(_APPROVED_ANSWERS, ())}
 
     async def count_transactions(self) -> int:
         return (await self._read(_COUNT, ()))[0][0]
