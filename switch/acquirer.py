@@ -21,7 +21,7 @@ from switch.topup import FORMAT_ERROR, INVALID_TXN, TopUpFlow, is_request, respo
 
 log = logging.getLogger("airswitch.acquirer")
 
-HANDLED = frozenset({"0800", "0200", "0201", "0400", "0420", "0421"})
+HANDLED = frozenset({"0800", "0100", "0200", "0201", "0400", "0420", "0421"})
 
 
 class AcquirerDirectory:

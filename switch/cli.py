@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--config", required=True)
     resolve.set_defaults(handler=cmd_reversals)
 
+    from bench.cli import add_bench_parser
+    add_bench_parser(commands)
+
     routes = commands.add_parser("routes", help="routing tools").add_subparsers(dest="action", required=True)
     check = routes.add_parser("check", help="show how a number routes")
     check.add_argument("msisdn")

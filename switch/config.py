@@ -43,12 +43,50 @@ class ListenerConfig(Struct):
     max_in_flight_per_connection: int = DEFAULT_CONNECTION_IN_FLIGHT
 
 
+class FrequencyLimit(Struct):
+    count: int          # at most this many top-ups to one MSISDN ...
+    period: float       # ... in this many seconds (65 beyond)
+
+
 class AcquirerConfig(Struct):
     institution_id: str
     name: str
-    allowed_addresses: list[str]
+    allowed_addresses: list[str] = []   # host-to-host (bank87) peers; POS terminals are listed under [[terminals]]
     country: str = "IR"
     sign_on_required: bool = False
+    # Rules (INTERFACES.md 1.6): empty / unset means no rule.
+    allowed_operators: list[str] = []   # 57 for any other
+    min_amount: int | None = None       # per top-up, 61 outside
+    max_amount: int | None = None
+    daily_limit: int | None = None      # sum of approved and in-flight top-ups per business day, 61 beyond
+    frequency_limit: FrequencyLimit | None = None
+    # Prepaid float (INTERFACES.md 51, 54): top-ups are paid from this ledger account.
+    prepaid: bool = False
+    account: str | None = None          # default: the institution id
+
+
+class TerminalConfig(Struct):
+    """A POS terminal (pos87): its acquirer, its merchant or agent, and its MAC key K1||K2 (32 hex)."""
+    terminal_id: str
+    merchant_id: str
+    acquirer: str
+    key: str
+    account: str | None = None          # an agent's own float account, instead of the acquirer's
+
+
+class PosListenerConfig(Struct):
+    host: str = "127.0.0.1"
+    port: int = 5820
+    max_frame: int = DEFAULT_MAX_FRAME
+    idle_timeout: float = 120.0         # a terminal connection with no request for this long is closed
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+
+
+class PricingConfig(Struct):
+    """What a prepaid payer's float is charged per operator: amount + fee - commission (see switch.accounts)."""
+    fee_fixed: int = 0
+    fee_percent_bp: int = 0
+    commission_bp: int = 0
 
 
 class LinkConfig(Struct):
@@ -121,6 +159,9 @@ class SwitchConfig(Struct):
     journal: JournalConfig = JournalConfig()
     dedupe: DedupeConfig = DedupeConfig()
     reversals: ReversalConfig = ReversalConfig()
+    pos_listener: PosListenerConfig | None = None
+    terminals: list[TerminalConfig] = []
+    pricing: dict[str, PricingConfig] = {}
     routing: RoutingConfig = RoutingConfig()
     acquirers: list[AcquirerConfig] = []
     operators: list[OperatorConfig] = []
@@ -188,6 +229,19 @@ def _check(config: SwitchConfig, path: Path) -> None:
                 ipaddress.ip_network(address, strict=False)
             except ValueError:
                 fail(f"{key}.allowed_addresses", f"{address!r} is not an IP address or network")
+    acquirer_ids = {a.institution_id for a in config.acquirers}
+    if any(a.prepaid for a in config.acquirers) and config.journal.backend != "postgres":
+        fail("acquirers", "prepaid float accounts need the Postgres journal")
+    for i, terminal in enumerate(config.terminals):
+        key = f"terminals[{i}]"
+        if len(terminal.terminal_id) != 8:
+            fail(f"{key}.terminal_id", "must be exactly 8 characters (field 41)")
+        if terminal.acquirer not in acquirer_ids:
+            fail(f"{key}.acquirer", f"{terminal.acquirer} is not a configured acquirer")
+        if not re.fullmatch(r"[0-9A-Fa-f]{32}", terminal.key):
+            fail(f"{key}.key", "must be 32 hex digits (K1||K2)")
+    if config.terminals and config.pos_listener is None:
+        fail("pos_listener", "terminals are configured but no [pos_listener]")
     operator_ids: set[str] = set()
     codecs = data_dir("codecs")
     for i, operator in enumerate(config.operators):
@@ -212,6 +266,13 @@ def _check(config: SwitchConfig, path: Path) -> None:
                         fail(f"{key}.links[{j}].allowed_addresses", f"{address!r} is not an IP address or network")
                 if operator.dialect == "opcjson" and not operator.secret:
                     fail(f"{key}.secret", "an opcjson operator with accept links needs its login secret")
+    for i, acquirer in enumerate(config.acquirers):
+        for operator in acquirer.allowed_operators:
+            if operator not in operator_ids:
+                fail(f"acquirers[{i}].allowed_operators", f"{operator} is not a configured operator")
+    for operator in config.pricing:
+        if operator not in operator_ids:
+            fail(f"pricing.{operator}", f"{operator} is not a configured operator")
     if config.reversals.max_attempts < 1:
         fail("reversals.max_attempts", "must be at least 1")
     if config.reversals.orphan_age <= max((op.timeout for op in config.operators), default=0):

@@ -42,6 +42,7 @@ class ReversalForwarder:
         self._scanned_until: datetime | None = None
         self._last_scan = 0.0
         self._paused = False
+        self.on_reversed = None  # coroutine function(txn_id): return the payer's float
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="reversal forwarder")
@@ -110,6 +111,8 @@ class ReversalForwarder:
         else:
             if answer.settled:
                 await self._finish(pending, attempts, "done", "reversed", "reversal_done", answer.operator_code, None)
+                if self.on_reversed is not None:
+                    await self.on_reversed(pending.txn_id)
                 log.info("txn %s: reversed at %s (%s) after %d attempt(s)", pending.txn_id, pending.operator_id,
                          answer.operator_code, attempts)
                 return

@@ -17,6 +17,7 @@ import asyncio
 import logging
 
 from routing import Router, RoutingConfigError
+from switch.accounts import FloatLedger
 from switch.acquirer import AcquirerConnection, AcquirerDirectory
 from switch.config import SwitchConfig, load_config
 from switch.dedupe import DedupeWindow
@@ -46,6 +47,13 @@ def open_journal(config: SwitchConfig) -> Journal:
                            spill_max_seconds=journal.spill_max_seconds)
 
 
+def open_ledger(config: SwitchConfig) -> FloatLedger | None:
+    """The float ledger, in the journal's Postgres schema, when any payer is prepaid."""
+    if not (any(a.prepaid for a in config.acquirers) or any(t.account for t in config.terminals)):
+        return None
+    return FloatLedger(config.journal.dsn, schema=config.journal.schema)
+
+
 def load_router(config: SwitchConfig) -> Router:
     routing = config.routing
     ported = config.path(routing.ported) if routing.ported else None
@@ -66,6 +74,9 @@ class Switch:
         self.forwarder = ReversalForwarder(self.journal, self.operators, config.reversals)
         self.flow.reversals = AcquirerReversals(self.flow, on_stored=self.forwarder.wake)
         self.flow.on_reversal_stored = self.forwarder.wake
+        self.forwarder.on_reversed = self.flow.float_reversed
+        self.ledger = open_ledger(config)
+        self.flow.ledger = self.ledger
         self.directory = AcquirerDirectory(config.acquirers)
         self.tasks: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None
@@ -81,6 +92,8 @@ class Switch:
 
     async def start(self) -> None:
         await self.journal.start()
+        if self.ledger is not None:
+            await self.ledger.start()
         for operator in self.config.operators:
             pool = self.operators[operator.id] = self._pool(operator)
             await pool.start()
@@ -139,5 +152,7 @@ class Switch:
         await self.forwarder.stop()
         await asyncio.gather(*(pool.close() for pool in self.operators.values()))
         await self.journal.close()
+        if self.ledger is not None:
+            await self.ledger.close()
         await self.dedupe.close()
         log.info("airswitch stopped")

@@ -18,7 +18,9 @@ import msgspec
 
 from routing import InvalidMsisdn, Router, normalise_msisdn
 from switch.clock import BusinessCalendar, utcnow
-from switch.config import AcquirerConfig, SwitchConfig
+from switch.accounts import FloatLedger, InsufficientFloat, LedgerError, Pricing, UnknownHold
+from switch.acquirer_rules import AcquirerRules
+from switch.config import AcquirerConfig, SwitchConfig, TerminalConfig
 from switch.dedupe import DedupeWindow, dedupe_key
 from switch.journal import Intake, Journal, JournalError, Outcome, Reversal, ReversalUpdate
 from switch.model import OperatorAnswer, TopUp
@@ -27,12 +29,13 @@ from switch.wire import Dialect
 
 log = logging.getLogger("airswitch.topup")
 
-TOP_UP, BALANCE_INQUIRY = "000000", "310000"
+TOP_UP, BALANCE_INQUIRY, OPERATOR_INQUIRY = "000000", "310000", "300000"
 NETWORK_CODES = {"001": "sign-on", "002": "sign-off", "301": "echo"}
 
 # Field 39 values (INTERFACES.md 1.6).
 APPROVED, DECLINED, INVALID_TXN, INVALID_AMOUNT, INVALID_MSISDN = "00", "05", "12", "13", "14"
 FORMAT_ERROR, NOT_PERMITTED, UNAVAILABLE, NO_ROUTE, DUPLICATE, MALFUNCTION = "30", "57", "91", "92", "94", "96"
+INSUFFICIENT_FLOAT = "51"
 
 
 def response_mti(mti: str) -> str:
@@ -94,6 +97,8 @@ class TopUpFlow:
         # Top-ups still in flight by dedupe key, so a 0201 can wait for the original's answer.
         self._pending: dict[str, asyncio.Future] = {}
         self._background: set[asyncio.Task] = set()
+        self.rules = AcquirerRules()
+        self.ledger: FloatLedger | None = None  # set by the switch when any payer is prepaid
         self.reversals = None  # AcquirerReversals, set by the switch
         self.on_reversal_stored = None  # wakes the store-and-forward worker, set by the switch
 
@@ -103,7 +108,8 @@ class TopUpFlow:
         self.router = router
 
     # -- entry -----------------------------------------------------------------
-    async def handle(self, request: dict, acquirer: AcquirerConfig, signed_on: bool) -> dict | None:
+    async def handle(self, request: dict, acquirer: AcquirerConfig, signed_on: bool,
+                     terminal: TerminalConfig | None = None) -> dict | None:
         mti = request["t"]
         if mti == "0800":
             return self.network(request)
@@ -112,9 +118,13 @@ class TopUpFlow:
         if mti in ("0200", "0201"):
             code = request.get("3")
             if code == TOP_UP:
-                return await self.top_up(request, acquirer)
+                return await self.top_up(request, acquirer, float_account(acquirer, terminal))
+            if code == BALANCE_INQUIRY and mti == "0200":
+                return await self.balance_inquiry(request, acquirer, float_account(acquirer, terminal))
             if code is None:
                 return self.answer(request, FORMAT_ERROR)
+        elif mti == "0100" and request.get("3") == OPERATOR_INQUIRY:
+            return self.operator_inquiry(request, acquirer)
         elif mti in ("0400", "0420", "0421") and self.reversals is not None:
             return await self.reversals.handle(request, acquirer)
         return self.answer(request, INVALID_TXN)
@@ -128,7 +138,7 @@ class TopUpFlow:
         return answer
 
     # -- the top-up --------------------------------------------------------------
-    async def top_up(self, request: dict, acquirer: AcquirerConfig) -> dict:
+    async def top_up(self, request: dict, acquirer: AcquirerConfig, account: str | None = None) -> dict:
         received_at = utcnow()
         started = time.perf_counter()
         txn_id = uuid.uuid4().hex
@@ -159,15 +169,16 @@ class TopUpFlow:
         self._pending[key] = pending
         answer = None
         try:
-            answer = await self._route_and_send(request, acquirer, txn_id, received_at, business_day, started)
+            answer = await self._route_and_send(request, acquirer, account, txn_id, received_at, business_day,
+                                                started)
             return answer
         finally:
             self.in_flight -= 1
             del self._pending[key]
             pending.set_result(answer)
 
-    async def _route_and_send(self, request: dict, acquirer: AcquirerConfig, txn_id: str, received_at,
-                              business_day: date, started: float) -> dict:
+    async def _route_and_send(self, request: dict, acquirer: AcquirerConfig, account: str | None, txn_id: str,
+                              received_at, business_day: date, started: float) -> dict:
         amount = int(request["4"])
         currency = request["49"]
         operator_id: str | None = None
@@ -183,6 +194,9 @@ class TopUpFlow:
             else:
                 operator_id = route.operator
                 refusal = None if self.router.check_amount(operator_id, amount, currency) else INVALID_AMOUNT
+                if refusal is None:
+                    refusal = self.rules.check_and_reserve(acquirer, operator_id, amount, msisdn, business_day)
+        reserved = refusal is None  # holds its place in the acquirer's daily total and frequency count
 
         # The operator and the switch's reference there are fixed before the intake is journaled, so that
         # after a crash the request can be named in a reversal.
@@ -200,17 +214,26 @@ class TopUpFlow:
                                          DUPLICATE, msisdn)
         except JournalError as exc:
             log.error("txn %s: journal could not take the intake (%s): 96", txn_id, exc)
+            if reserved:
+                self.rules.release(acquirer, amount, msisdn, business_day)
             # The intake may still have committed after our wait ended: close it so it does not stay open.
             return await self.finish(request, txn_id, received_at, started, "refused", MALFUNCTION, operator_id)
 
         if refusal is not None:
             return await self.finish(request, txn_id, received_at, started, "refused", refusal, operator_id)
+        if account is not None:
+            refusal = await self.hold_float(account, txn_id, operator_id, amount)
+            if refusal is not None:
+                self.rules.release(acquirer, amount, msisdn, business_day)
+                return await self.finish(request, txn_id, received_at, started, "refused", refusal, operator_id)
         try:
             if pool is None:
                 raise NoLiveLink(f"operator {operator_id} is routed to but not configured")
             link = pool.pick()
         except NoLiveLink as exc:
             log.warning("txn %s: %s: 91", txn_id, exc)
+            self.rules.release(acquirer, amount, msisdn, business_day)
+            await self.settle_float(account, txn_id, approved=False)
             return await self.finish(request, txn_id, received_at, started, "declined", UNAVAILABLE, operator_id)
 
         try:
@@ -221,12 +244,116 @@ class TopUpFlow:
             log.warning("txn %s: %s: 91, outcome unknown, reversal queued", txn_id, exc)
             reversal = Reversal(txn_id=txn_id, operator_id=operator_id, reason="unknown_outcome",
                                 created_at=utcnow())
+            # The float stays held until the reversal settles (the forwarder releases it then).
             return await self.finish(request, txn_id, received_at, started, "unknown", UNAVAILABLE, operator_id,
                                      reversal=reversal)
 
         state = "approved" if operator_answer.response_code == APPROVED else "declined"
+        if state != "approved":
+            self.rules.release(acquirer, amount, msisdn, business_day)
+        await self.settle_float(account, txn_id, approved=state == "approved")
         return await self.finish(request, txn_id, received_at, started, state, operator_answer.response_code,
                                  operator_id, operator_answer)
+
+    # -- prepaid float --------------------------------------------------------------
+    async def hold_float(self, account: str, txn_id: str, operator_id: str, amount: int) -> str | None:
+        """Reserve amount + fee - commission on the payer's float; the refusal code, or None."""
+        pricing = self.config.pricing.get(operator_id)
+        debit = Pricing(pricing.fee_fixed, pricing.fee_percent_bp, pricing.commission_bp).float_debit(amount) \
+            if pricing else amount
+        try:
+            await self.ledger.hold(account, txn_id, debit)
+        except InsufficientFloat:
+            log.info("txn %s: float %s cannot cover %d: 51", txn_id, account, debit)
+            return INSUFFICIENT_FLOAT
+        except LedgerError as exc:
+            log.error("txn %s: float %s unavailable (%s): 96", txn_id, account, exc)
+            return MALFUNCTION
+        return None
+
+    async def settle_float(self, account: str | None, txn_id: str, approved: bool) -> None:
+        """Capture the hold on approval, release it otherwise. A failure here is logged for reconciliation:
+        the top-up's outcome is already decided by the operator."""
+        if account is None:
+            return
+        try:
+            if approved:
+                await self.ledger.capture(txn_id)
+            else:
+                await self.ledger.release(txn_id)
+        except LedgerError as exc:
+            log.critical("txn %s: float %s not %s (%s): reconcile the float by hand", txn_id, account,
+                         "captured" if approved else "released", exc)
+
+    async def balance_inquiry(self, request: dict, acquirer: AcquirerConfig, account: str | None) -> dict:
+        """0200 with 3 = 310000: the payer's float balance in field 54."""
+        received_at = utcnow()
+        started = time.perf_counter()
+        txn_id = uuid.uuid4().hex
+        business_day = self.calendar.day_of(received_at)
+        if self.format_problem(request, "0200/310000"):
+            return await self.refuse(request, txn_id, received_at, business_day, started, FORMAT_ERROR, None)
+        if request["32"] != acquirer.institution_id or account is None:
+            return await self.refuse(request, txn_id, received_at, business_day, started, NOT_PERMITTED, None)
+        if not await self.dedupe.claim(dedupe_key(request["32"], request["37"], business_day)):
+            return await self.refuse(request, txn_id, received_at, business_day, started, DUPLICATE, None)
+        intake = self.intake(request, txn_id, received_at, business_day, None, uses_key=True)
+        try:
+            if not await self.journal.record_intake(intake):
+                return await self.refuse(request, uuid.uuid4().hex, received_at, business_day, started,
+                                         DUPLICATE, None)
+            balance = await self.ledger.balance(account)
+            await self.journal.record_outcome(Outcome(
+                txn_id=txn_id, ended_at=utcnow(), state="inquiry", response_code=APPROVED, operator_id=None,
+                operator_ref=None, approval_code=None, operator_code=None,
+                latency_ms=(time.perf_counter() - started) * 1000.0))
+        except (JournalError, LedgerError) as exc:
+            log.error("balance inquiry of %s failed: %s: 96", account, exc)
+            return await self.finish(request, txn_id, received_at, started, "refused", MALFUNCTION, None)
+        answer = self.answer(request, APPROVED)
+        answer["54"] = additional_amount("01", balance.balance) + additional_amount("02", balance.available)
+        return answer
+
+    async def float_reversed(self, txn_id: str) -> None:
+        """A reversal settled at the operator: give the payer back what the top-up took or held."""
+        if self.ledger is None:
+            return
+        try:
+            await self.ledger.refund(txn_id)            # it was captured (an approved top-up reversed)
+        except UnknownHold:
+            return                                      # not paid from a float
+        except LedgerError:
+            try:
+                await self.ledger.release(txn_id)       # it was only held (an unknown outcome)
+            except LedgerError as exc:
+                log.critical("txn %s: float not returned after its reversal (%s): reconcile by hand", txn_id, exc)
+
+    def operator_inquiry(self, request: dict, acquirer: AcquirerConfig) -> dict:
+        """0100 with 3 = 300000: which operator serves the number and what amounts it takes."""
+        if self.format_problem(request, "0100"):
+            return self.answer(request, FORMAT_ERROR)
+        if request["32"] != acquirer.institution_id:
+            return self.answer(request, NOT_PERMITTED)
+        try:
+            msisdn = normalise_msisdn(request["103"], acquirer.country)
+        except InvalidMsisdn:
+            return self.answer(request, INVALID_MSISDN)
+        route = self.router.route(msisdn)
+        if route is None:
+            return self.answer(request, NO_ROUTE)
+        if acquirer.allowed_operators and route.operator not in acquirer.allowed_operators:
+            return self.answer(request, NOT_PERMITTED)
+        answer = self.answer(request, APPROVED)
+        rule = self.router.amount_rule(route.operator)
+        if rule is None:
+            amounts = ""
+        elif rule.amounts is not None:
+            amounts = ",".join(str(a) for a in sorted(rule.amounts))
+        else:
+            amounts = f"{rule.minimum}-{rule.maximum}/{rule.step or 1}"
+        answer["44"] = route.operator
+        answer["48"] = write_tlv({"OP": route.operator, "AM": amounts})
+        return answer
 
     async def repeat(self, request: dict, key: str, business_day: date) -> dict | None:
         """A 0201 gets its original's answer again; None when there is no original (process as 0200)."""
@@ -361,6 +488,20 @@ class TopUpFlow:
             if field in self._numeric and not value.isdigit():
                 return f"field {field} not numeric"
         return None
+
+
+def float_account(acquirer: AcquirerConfig, terminal: TerminalConfig | None) -> str | None:
+    """The float a top-up is paid from: the terminal's agent's, else a prepaid acquirer's, else none."""
+    if terminal is not None and terminal.account:
+        return terminal.account
+    if acquirer.prepaid:
+        return acquirer.account or acquirer.institution_id
+    return None
+
+
+def additional_amount(amount_type: str, amount: int, currency: str = "364") -> str:
+    """One field-54 entry: account type 00, amount type, currency, C/D, 12 digits."""
+    return f"00{amount_type}{currency}{'C' if amount >= 0 else 'D'}{abs(amount):012d}"
 
 
 def approval_code(answer: OperatorAnswer | None) -> str:

@@ -18,10 +18,10 @@ import msgspec
 # (from an operator, or the switch's no-link path); "unknown": sent to an operator that
 # never answered; "approved": 00; then, for a reversal the switch owes an operator:
 # "reversal_pending" -> "reversed", or "reversal_failed" (needs manual reconciliation)
-# -> "resolved" (by a person, from the CLI).
+# -> "resolved" (by a person, from the CLI). "inquiry": a balance inquiry, answered, no money moved.
 STATES = frozenset({"approved", "declined", "unknown", "refused",
-                    "reversal_pending", "reversed", "reversal_failed", "resolved"})
-FINAL_STATES = frozenset({"approved", "declined", "refused", "reversed", "resolved"})
+                    "reversal_pending", "reversed", "reversal_failed", "resolved", "inquiry"})
+FINAL_STATES = frozenset({"approved", "declined", "refused", "reversed", "resolved", "inquiry"})
 # Outcome.event: why the row was written. "end": the top-up's own end; "late_answer": an
 # operator answered after the switch gave up; "acquirer_reversal": a 0400/0420 asked to undo
 # it; "recovered": found sent but unfinished after a crash; "reversal_done" /

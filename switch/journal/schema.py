@@ -106,7 +106,7 @@ _POSTGRES_V1: tuple[str, ...] = (
         txn_id          text NOT NULL REFERENCES intake (txn_id),
         ended_at        timestamptz NOT NULL,
         state           text NOT NULL
-                        CHECK (state IN ('approved', 'declined', 'unknown', 'refused', 'reversal_pending', 'reversed', 'reversal_failed', 'resolved')),
+                        CHECK (state IN ('approved', 'declined', 'unknown', 'refused', 'reversal_pending', 'reversed', 'reversal_failed', 'resolved', 'inquiry')),
         response_code   text NOT NULL,
         operator_id     text,
         operator_ref    text,
@@ -223,7 +223,7 @@ _SQLITE_V1: tuple[str, ...] = (
         txn_id          TEXT NOT NULL REFERENCES intake (txn_id),
         ended_at        TEXT NOT NULL,
         state           TEXT NOT NULL
-                        CHECK (state IN ('approved', 'declined', 'unknown', 'refused', 'reversal_pending', 'reversed', 'reversal_failed', 'resolved')),
+                        CHECK (state IN ('approved', 'declined', 'unknown', 'refused', 'reversal_pending', 'reversed', 'reversal_failed', 'resolved', 'inquiry')),
         response_code   TEXT NOT NULL,
         operator_id     TEXT,
         operator_ref    TEXT,
