@@ -26,6 +26,7 @@ from switch.forwarder import ReversalForwarder
 from switch.acquirer_reversals import AcquirerReversals
 from switch.journal import Journal, PostgresJournal, SQLiteJournal
 from switch.operators.link import OperatorPool
+from switch.pos import PosConnection, PosDirectory
 from switch.topup import TopUpFlow
 from switch.wire import load_dialect
 
@@ -35,7 +36,7 @@ DRAIN_TIMEOUT = 15.0     # seconds in-flight transactions get to finish at shutd
 NEW_OPERATOR_WAIT = 5.0  # seconds a reload waits for a new operator's links before routing to it
 
 # What a reload cannot change in a running process.
-RESTART_ONLY = ("institution_id", "terminal_id", "listener", "journal", "dedupe", "business_day")
+RESTART_ONLY = ("institution_id", "terminal_id", "listener", "pos_listener", "journal", "dedupe", "business_day")
 
 
 def open_journal(config: SwitchConfig) -> Journal:
@@ -47,11 +48,13 @@ def open_journal(config: SwitchConfig) -> Journal:
                            spill_max_seconds=journal.spill_max_seconds)
 
 
-def open_ledger(config: SwitchConfig) -> FloatLedger | None:
-    """The float ledger, in the journal's Postgres schema, when any payer is prepaid."""
+def open_ledger(config: SwitchConfig, journal: Journal) -> FloatLedger | None:
+    """The float ledger, beside the journal in its Postgres schema, when any payer is prepaid."""
     if not (any(a.prepaid for a in config.acquirers) or any(t.account for t in config.terminals)):
         return None
-    return FloatLedger(config.journal.dsn, schema=config.journal.schema)
+    if not isinstance(journal, PostgresJournal):
+        raise ConfigError(f"{config.source}: prepaid float accounts need the Postgres journal")
+    return FloatLedger(journal.dsn, schema=journal.schema)
 
 
 def load_router(config: SwitchConfig) -> Router:
@@ -75,9 +78,11 @@ class Switch:
         self.flow.reversals = AcquirerReversals(self.flow, on_stored=self.forwarder.wake)
         self.flow.on_reversal_stored = self.forwarder.wake
         self.forwarder.on_reversed = self.flow.float_reversed
-        self.ledger = open_ledger(config)
+        self.ledger = open_ledger(config, self.journal)
         self.flow.ledger = self.ledger
         self.directory = AcquirerDirectory(config.acquirers)
+        self.terminals = PosDirectory(config.terminals, config.acquirers)
+        self._pos_server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None
         self._reloading = asyncio.Lock()
@@ -85,6 +90,10 @@ class Switch:
     @property
     def port(self) -> int:
         return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def pos_port(self) -> int:
+        return self._pos_server.sockets[0].getsockname()[1]
 
     def _pool(self, operator) -> OperatorPool:
         return OperatorPool(operator, self.config.institution_id, self.config.terminal_id,
@@ -103,6 +112,12 @@ class Switch:
             lambda: AcquirerConnection(self.flow, self.directory, listener, self.tasks),
             listener.host, listener.port, reuse_address=True)
         log.info("airswitch listening for acquirers on %s:%d", listener.host, self.port)
+        pos = self.config.pos_listener
+        if pos is not None:
+            self._pos_server = await asyncio.get_running_loop().create_server(
+                lambda: PosConnection(self.flow, self.terminals, pos, self.tasks), pos.host, pos.port,
+                reuse_address=True)
+            log.info("airswitch listening for POS terminals on %s:%d", pos.host, self.pos_port)
 
     async def wait_operators_up(self, timeout: float = 10.0) -> bool:
         results = await asyncio.gather(*(pool.wait_up(timeout) for pool in self.operators.values()))
@@ -135,6 +150,7 @@ class Switch:
                         log.warning("reload: new operator %s has no live link yet", op_id)
             self.config = config
             self.directory.replace(config.acquirers)
+            self.terminals.replace(config.terminals, config.acquirers)
             self.flow.reconfigure(config, router)
             self.forwarder.config = config.reversals
             await asyncio.gather(*(pool.drain(DRAIN_TIMEOUT) for pool in retired))
@@ -142,8 +158,9 @@ class Switch:
             return True
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._pos_server):
+            if server is not None:
+                server.close()
         if self.tasks:
             log.info("draining %d in-flight requests", len(self.tasks))
             _, late = await asyncio.wait(self.tasks, timeout=DRAIN_TIMEOUT)

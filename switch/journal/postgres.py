@@ -287,6 +287,14 @@ class PostgresJournal:
         await self.close()
 
     @property
+    def dsn(self) -> str:
+        return self._dsn
+
+    @property
+    def schema(self) -> str:
+        return self._schema
+
+    @property
     def writer_pid(self) -> int | None:
         """Backend pid of the writer's connection (find it in pg_stat_activity)."""
         conn = self._writer_conn
