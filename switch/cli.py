@@ -236,6 +236,63 @@ def cmd_reversals(args) -> int:
     return run(main())
 
 
+def cmd_sim_pos(args) -> int:
+    from simulators.pos import PosSimulator, make_terminals
+    from switch.wire.mac import key_from_hex
+
+    async def main():
+        terminals = make_terminals(args.terminals, args.acquirer, key_from_hex(args.key), prefix=args.prefix)
+        pos = PosSimulator(args.host, args.port, terminals, count=args.count, concurrency=args.concurrency,
+                           wrong_key_share=args.wrong_key_share)
+        report = await pos.run()
+        codes = ", ".join(f"{code} {count}" for code, count in sorted(report.answers.items()))
+        print(f"sent {report.sent}: {codes}; no answer {report.lost}; bad answer MACs {report.bad_answer_macs}; "
+              f"p50 {report.percentile(0.5):.1f} ms, p99 {report.percentile(0.99):.1f} ms")
+        return 0 if report.lost == 0 and report.bad_answer_macs == 0 else 1
+
+    return run(main())
+
+
+def cmd_float(args) -> int:
+    """Float accounts of prepaid acquirers and agents: every movement is a ledger row with its actor."""
+    from switch.accounts import FloatLedger
+    from switch.config import load_config
+
+    config = load_config(args.config)
+
+    async def main():
+        ledger = FloatLedger(config.journal.dsn, schema=config.journal.schema)
+        await ledger.start()
+        try:
+            if args.action == "open":
+                await ledger.open_account(args.account, parent=args.parent, credit_limit=args.credit_limit)
+            elif args.action == "deposit":
+                await ledger.deposit(args.account, args.amount, actor=args.actor, note=args.note)
+            elif args.action == "adjust":
+                await ledger.adjust(args.account, args.amount, actor=args.actor, note=args.note)
+            elif args.action == "transfer":
+                await ledger.transfer(args.account, args.to, args.amount, actor=args.actor, note=args.note)
+            if args.action == "statement":
+                for entry in await ledger.statement(args.account, limit=args.limit):
+                    print(f"{entry.at:%Y-%m-%d %H:%M:%S}  {entry.kind:<12} {entry.amount:>12} "
+                          f"held {entry.held_change:>10}  balance {entry.balance_after:>12}  "
+                          f"{entry.txn_id or ''} {entry.actor or ''} {entry.note or ''}")
+            balance = await ledger.balance(args.account)
+            print(f"{args.account}: balance {balance.balance}, held {balance.held}, available {balance.available}")
+            return 0
+        finally:
+            await ledger.close()
+
+    try:
+        return run(main())
+    except Exception as exc:
+        from switch.accounts import LedgerError
+        if isinstance(exc, LedgerError):
+            print(f"airswitch float: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
 def cmd_demo(args) -> int:
     from switch.demo import run_demo
     return run(run_demo(seconds=args.seconds, rate=args.rate, journal_path=args.journal))
@@ -326,6 +383,40 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.cli import add_bench_parser
     add_bench_parser(commands)
 
+    pos = sim.add_parser("pos", help="POS terminals (pos87, TPDU, MAC), one request at a time each")
+    pos.add_argument("--host", default="127.0.0.1")
+    pos.add_argument("--port", type=int, default=5820)
+    pos.add_argument("--terminals", type=int, default=10)
+    pos.add_argument("--prefix", default="POS", help="terminal ids are PREFIX + a number, 8 characters")
+    pos.add_argument("--acquirer", default="603799")
+    pos.add_argument("--key", required=True, help="the terminals' MAC key K1||K2, 32 hex digits")
+    pos.add_argument("--count", type=int, default=100)
+    pos.add_argument("--concurrency", type=int, default=10)
+    pos.add_argument("--wrong-key-share", type=float, default=0.0, help="share of requests MACed with a wrong key")
+    pos.set_defaults(handler=cmd_sim_pos)
+
+    floats = commands.add_parser("float", help="prepaid float accounts (journaled ledger movements)")
+    float_actions = floats.add_subparsers(dest="action", required=True)
+    for action, help_text in (("open", "open an account (an agent's sub-agent with --parent)"),
+                              ("deposit", "money in"), ("adjust", "a signed correction, with a note"),
+                              ("transfer", "between an agent and its sub-agent"), ("balance", "show the balance"),
+                              ("statement", "the latest movements")):
+        command = float_actions.add_parser(action, help=help_text)
+        command.add_argument("account")
+        command.add_argument("--config", required=True)
+        if action in ("deposit", "adjust", "transfer"):
+            command.add_argument("amount", type=int, help="minor units (rials)")
+            command.add_argument("--actor", required=True, help="who does this (name or ticket)")
+            command.add_argument("--note", default=None, required=action == "adjust")
+        if action == "transfer":
+            command.add_argument("--to", required=True)
+        if action == "open":
+            command.add_argument("--parent", default=None)
+            command.add_argument("--credit-limit", type=int, default=0)
+        if action == "statement":
+            command.add_argument("--limit", type=int, default=50)
+        command.set_defaults(handler=cmd_float)
+
     routes = commands.add_parser("routes", help="routing tools").add_subparsers(dest="action", required=True)
     check = routes.add_parser("check", help="show how a number routes")
     check.add_argument("msisdn")
@@ -337,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "action", None) == "list" and args.state is None:
+    if getattr(args, "action", None) == "list" and getattr(args, "state", "") is None:
         args.state = ["pending", "failed"]
     setup_logging(args.log_level)
     try:

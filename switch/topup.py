@@ -437,24 +437,24 @@ class TopUpFlow:
         task.add_done_callback(self._background.discard)
 
     async def _journal_late_answer(self, operator_id: str, topup: TopUp, answer: OperatorAnswer) -> None:
+        late = Outcome(txn_id=topup.txn_id, ended_at=utcnow(), state="unknown", response_code=UNAVAILABLE,
+                       operator_id=operator_id, operator_ref=answer.operator_ref, approval_code=None,
+                       operator_code=answer.operator_code, latency_ms=0.0, event="late_answer")
         try:
+            await self.journal.record_outcome(late)
+            if answer.response_code != APPROVED:
+                return
             current = await self.journal.transaction(topup.txn_id)
-            state = current.state if current and current.state else "unknown"
-            late = Outcome(txn_id=topup.txn_id, ended_at=utcnow(), state=state, response_code=UNAVAILABLE,
-                           operator_id=operator_id, operator_ref=answer.operator_ref, approval_code=None,
-                           operator_code=answer.operator_code, latency_ms=0.0, event="late_answer")
-            if state == "reversed" and answer.response_code == APPROVED:
+            if current is not None and current.state == "reversed":
                 # The reversal was settled before this credit arrived (the operator found nothing to
                 # reverse then): reverse again, now that there is something to undo.
                 log.warning("txn %s: late approval after its reversal was settled: reversing again", topup.txn_id)
-                late = msgspec.structs.replace(late, state="unknown")
                 await self.journal.record_reversal_update(
                     ReversalUpdate(txn_id=topup.txn_id, state="pending", attempts=0, next_attempt_at=utcnow(),
-                                   last_error="late approval after the reversal", operator_code=None), late)
+                                   last_error="late approval after the reversal", operator_code=None),
+                    msgspec.structs.replace(late, ended_at=utcnow(), event="reversal_reopened"))
                 if self.on_reversal_stored is not None:
                     self.on_reversal_stored()
-                return
-            await self.journal.record_outcome(late)
         except JournalError as exc:
             log.critical("txn %s: late answer %s from %s NOT journaled: %s", topup.txn_id, answer.operator_code,
                          operator_id, exc)

@@ -23,11 +23,12 @@ STATES = frozenset({"approved", "declined", "unknown", "refused",
                     "reversal_pending", "reversed", "reversal_failed", "resolved", "inquiry"})
 FINAL_STATES = frozenset({"approved", "declined", "refused", "reversed", "resolved", "inquiry"})
 # Outcome.event: why the row was written. "end": the top-up's own end; "late_answer": an
-# operator answered after the switch gave up; "acquirer_reversal": a 0400/0420 asked to undo
+# operator answered after the switch gave up (recorded, but it never sets the state the view
+# shows); "reversal_reopened": a late approval after a settled reversal; "acquirer_reversal": a 0400/0420 asked to undo
 # it; "recovered": found sent but unfinished after a crash; "reversal_done" /
 # "reversal_failed": the store-and-forward outcome; "manual_resolution": a person's decision.
 EVENTS = frozenset({"end", "late_answer", "acquirer_reversal", "recovered", "reversal_done",
-                    "reversal_failed", "manual_resolution"})
+                    "reversal_failed", "manual_resolution", "reversal_reopened"})
 REVERSAL_STATES = frozenset({"pending", "done", "failed", "resolved"})
 
 

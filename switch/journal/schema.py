@@ -114,7 +114,7 @@ _POSTGRES_V1: tuple[str, ...] = (
         operator_code   text,
         latency_ms      double precision NOT NULL,
         event           text NOT NULL DEFAULT 'end'
-                        CHECK (event IN ('end', 'late_answer', 'acquirer_reversal', 'recovered', 'reversal_done', 'reversal_failed', 'manual_resolution'))
+                        CHECK (event IN ('end', 'late_answer', 'acquirer_reversal', 'recovered', 'reversal_done', 'reversal_failed', 'manual_resolution', 'reversal_reopened'))
     )""",
     # Serves both the FK lookups and "latest outcome of this txn" in the view.
     "CREATE INDEX outcome_txn_idx ON outcome (txn_id, ended_at DESC, id DESC)",
@@ -144,7 +144,7 @@ _POSTGRES_V1: tuple[str, ...] = (
       LEFT JOIN LATERAL (
             SELECT *
               FROM outcome o
-             WHERE o.txn_id = i.txn_id
+             WHERE o.txn_id = i.txn_id AND o.event <> 'late_answer'  -- a late answer records, it does not decide
              ORDER BY o.ended_at DESC, o.id DESC
              LIMIT 1
       ) o ON true""",
@@ -231,7 +231,7 @@ _SQLITE_V1: tuple[str, ...] = (
         operator_code   TEXT,
         latency_ms      REAL NOT NULL,
         event           TEXT NOT NULL DEFAULT 'end'
-                        CHECK (event IN ('end', 'late_answer', 'acquirer_reversal', 'recovered', 'reversal_done', 'reversal_failed', 'manual_resolution'))
+                        CHECK (event IN ('end', 'late_answer', 'acquirer_reversal', 'recovered', 'reversal_done', 'reversal_failed', 'manual_resolution', 'reversal_reopened'))
     )""",
     "CREATE INDEX outcome_txn_idx ON outcome (txn_id, ended_at, id)",
     """
@@ -258,7 +258,7 @@ _SQLITE_V1: tuple[str, ...] = (
       LEFT JOIN outcome o
         ON o.id = (SELECT o2.id
                      FROM outcome o2
-                    WHERE o2.txn_id = i.txn_id
+                    WHERE o2.txn_id = i.txn_id AND o2.event <> 'late_answer'
                     ORDER BY o2.ended_at DESC, o2.id DESC
                     LIMIT 1)""",
     """

@@ -83,6 +83,8 @@ _APPROVED_AT_OPERATORS = (
     " FROM transactions WHERE state = 'approved' ORDER BY received_at"
 )
 _APPROVED_ANSWERS = "SELECT acquirer_id, tracking_code FROM transactions WHERE response_code = '00'"
+_HISTORY = ("SELECT ended_at, state, event, response_code, operator_code, operator_ref FROM outcome"
+            " WHERE txn_id = ? ORDER BY ended_at, id")
 _COUNT = "SELECT count(*) FROM transactions"
 _SUMMARY = "SELECT coalesce(response_code, 'pending'), count(*) FROM transactions GROUP BY 1"
 
@@ -446,6 +448,10 @@ class SQLiteJournal:
     async def approved_answers(self) -> set[tuple[str, str]]:
         """(acquirer, tracking code) of every transaction answered 00, reversed since or not."""
         return {tuple(row) for row in await self._read(_APPROVED_ANSWERS, ())}
+
+    async def history(self, txn_id: str) -> list[tuple]:
+        """Every outcome row of a transaction, oldest first: (ended_at, state, event, 39, operator code, ref)."""
+        return [(_time_or_none(at), *rest) for at, *rest in await self._read(_HISTORY, (txn_id,))]
 
     async def count_transactions(self) -> int:
         return (await self._read(_COUNT, ()))[0][0]

@@ -50,6 +50,7 @@ pyiso8583 behaviours reproduced on purpose (all checked by the tests):
 
 from __future__ import annotations
 
+import binascii
 import codecs
 from typing import Any, Callable
 
@@ -130,8 +131,8 @@ def compile_codec(spec: dict) -> CompiledCodec | None:
         p_kind, s_kind = _bitmap_kind(spec["p"]), _bitmap_kind(spec.get("1"))
     except (KeyError, AttributeError, TypeError):
         return None
-    if p_kind is None or s_kind is None:
-        return None
+    if p_kind is None or p_kind != s_kind:
+        return None   # (a binary primary and an ASCII secondary bitmap, or the reverse: not compiled)
     fields: dict[int, tuple[int, int, int]] = {}
     for key, field_spec in spec.items():
         if key in ("h", "t", "p", "1", "65") or not (isinstance(key, str) and key.isnumeric()):
@@ -146,30 +147,33 @@ def compile_codec(spec: dict) -> CompiledCodec | None:
         if kind is None:
             return None
         fields[number] = kind
-    return CompiledCodec(spec, _make_decoder(p_kind, s_kind, fields), _make_encoder(p_kind, s_kind, fields))
+    return CompiledCodec(spec, _make_decoder(p_kind, fields), _make_encoder(p_kind, fields))
 
 
 # -- decoder -----------------------------------------------------------------------------------
-def _length_table(len_type: int, max_len: int) -> dict[bytes, int]:
-    """Canonical length prefixes b"00".."max" -> int; anything else goes the slow way (int())."""
+def _length_table(len_type: int, max_len: int) -> dict[str, int]:
+    """Canonical length prefixes "00".."max" -> int; anything else goes the slow way (int())."""
     top = min(max_len, 10 ** len_type - 1)
-    return {f"{n:0{len_type}d}".encode("ascii"): n for n in range(top + 1)}
+    return {f"{n:0{len_type}d}": n for n in range(top + 1)}
 
 
-def _slow_length(raw: bytes, len_type: int, max_len: int) -> int:
-    """A length prefix that is not canonical: read it as pyiso8583 does, int() of the ASCII text."""
+def _slow_length(raw: str, len_type: int, max_len: int) -> int:
+    """A length prefix that is not canonical: read it as pyiso8583 does, with int().
+
+    `raw` comes from the latin-1 text of the message; a non-ASCII character in it is caught by the
+    decoder's final ASCII check, which rejects the message whatever int() made of it."""
     if len(raw) != len_type:
         raise CompiledCodecError("length prefix cut short")
-    length = int(raw.decode("ascii"))
+    length = int(raw)
     if length > max_len or length < 0:
         raise CompiledCodecError("length out of range")
     return length
 
 
-def _make_decoder(p_kind: str, s_kind: str, fields: dict[int, tuple[int, int, int]]):
+def _make_decoder(bitmap_kind: str, fields: dict[int, tuple[int, int, int]]):
     # One entry per defined field: (key, kind, width or len_type, length table, max_len).
     entries: dict[int, tuple] = {}
-    for number in range(2, 193):
+    for number in range(2, 129):
         if number == 65:
             continue
         if number in fields:
@@ -180,20 +184,17 @@ def _make_decoder(p_kind: str, s_kind: str, fields: dict[int, tuple[int, int, in
                 entries[number] = (str(number), kind, len_type, _length_table(len_type, max_len), max_len)
         else:
             entries[number] = (str(number), _UNDEFINED, 0, None, 0)
-    # tables[j][v]: the entries of the fields that byte value v at bitmap byte j announces, in order.
+    # tables[j][v]: the entries of the fields that value v of bitmap byte j announces, in field order
+    # (bits 1 and 65 announce bitmaps, not fields: the decoder deals with them itself).
     tables: list[list[tuple]] = []
-    for j in range(24):
-        per_value = []
-        for value in range(256):
-            per_value.append(tuple(entries[j * 8 + bit + 1] for bit in range(8)
-                                   if value & (0x80 >> bit) and (j * 8 + bit + 1) in entries))
-        tables.append(per_value)
-    tables_p, tables_ps = tables[:8], tables[:16]
-    tables_s = tables[8:16]
+    for j in range(16):
+        tables.append([tuple(entries[j * 8 + bit + 1] for bit in range(8)
+                             if value & (0x80 >> bit) and (j * 8 + bit + 1) in entries)
+                       for value in range(256)])
+    tables_p, tables_s, tables_ps = tables[:8], tables[8:], tables
 
-    p_width = 8 if p_kind == "b" else 16
-    s_width = 8 if s_kind == "b" else 16
-    p_bin, s_bin = p_kind == "b", s_kind == "b"
+    binary = bitmap_kind == "b"
+    width = 8 if binary else 16
     fromhex = bytes.fromhex
     slow_length = _slow_length
     Error = CompiledCodecError
@@ -204,117 +205,130 @@ def _make_decoder(p_kind: str, s_kind: str, fields: dict[int, tuple[int, int, in
                 raise TypeError(f"Encoded ISO8583 data must be bytes or bytearray, not {s.__class__.__name__}")
             s = bytes(s)
         total = len(s)
-        i = 4 + p_width
+        i = 4 + width
         if total < i:
             raise Error("message cut short in MTI or primary bitmap")
-        if p_bin:
+        # Text fields are sliced from the latin-1 text of the whole message (one byte, one character);
+        # that they are ASCII, as pyiso8583 requires, is checked once at the end.
+        t = s.decode("latin-1")
+        if binary:
             bitmap = s[4:12]
             doc = {"t": s[:4].decode("ascii"), "p": bitmap.hex().upper()}
         else:
-            text = s[4:20].decode("ascii")
-            doc = {"t": s[:4].decode("ascii"), "p": text}
+            text = t[4:20]
+            doc = {"t": t[:4], "p": text}
             bitmap = fromhex(text)
-        plain = len(bitmap) == 8
         if bitmap and bitmap[0] & 0x80:
-            e = i + s_width
+            e = i + width
             if total < e:
                 raise Error("message cut short in secondary bitmap")
-            if s_bin:
+            if binary:
                 second = s[i:e]
                 doc["1"] = second.hex().upper()
             else:
-                text = s[i:e].decode("ascii")
+                text = t[i:e]
                 doc["1"] = text
                 second = fromhex(text)
             i = e
             if second and second[0] & 0x80:
-                # Bit 65: a tertiary bitmap follows. No compiled spec defines 129-192, so it must be all zero.
-                e = i + s_width
+                # Bit 65: a tertiary bitmap follows. No compiled spec defines 129-192: it must be all zero.
+                e = i + width
                 if total < e:
                     raise Error("message cut short in tertiary bitmap")
-                if s_bin:
+                if binary:
                     third = s[i:e]
                     doc["1"] += third.hex().upper()
                 else:
-                    text = s[i:e].decode("ascii")
+                    text = t[i:e]
                     doc["1"] += text
                     third = fromhex(text)
                 if third.count(0) != len(third):
                     raise Error("field 129-192 announced, not in this spec")
                 i = e
-            if plain and len(second) == 8:
+            if len(bitmap) == 8 and len(second) == 8:
                 walk = zip(tables_ps, bitmap + second)
-            else:
+            else:   # an ASCII bitmap with whitespace in it (bytes.fromhex skips it): fewer bytes
                 walk = [*zip(tables_p, bitmap), *zip(tables_s, second)]
         else:
             walk = zip(tables_p, bitmap)
+        text_from = i if binary else 0      # where the part that must be ASCII starts (MTI aside)
+        binary_spans = None
         for table, value in walk:
             if value:
-                for key, kind, width, lengths, max_len in table[value]:
+                for key, kind, size, lengths, max_len in table[value]:
                     if kind == 1:          # _VAR_TEXT
-                        e = i + width
-                        length = lengths.get(s[i:e])
+                        e = i + size
+                        length = lengths.get(t[i:e])
                         if length is None:
-                            length = slow_length(s[i:e], width, max_len)
+                            length = slow_length(t[i:e], size, max_len)
                         i = e
                         e = i + length
                         if e > total:
                             raise Error(f"field {key} cut short")
-                        doc[key] = s[i:e].decode("ascii")
+                        doc[key] = t[i:e]
                     elif kind == 0:        # _FIXED_TEXT
-                        e = i + width
+                        e = i + size
                         if e > total:
                             raise Error(f"field {key} cut short")
-                        doc[key] = s[i:e].decode("ascii")
-                    elif kind == 2:        # _FIXED_BIN
-                        e = i + width
+                        doc[key] = t[i:e]
+                    elif kind == 2 or kind == 3:     # _FIXED_BIN, _VAR_BIN
+                        if kind == 2:
+                            e = i + size
+                        else:
+                            e = i + size
+                            length = lengths.get(t[i:e])
+                            if length is None:
+                                length = slow_length(t[i:e], size, max_len)
+                            i = e
+                            e = i + length
                         if e > total:
                             raise Error(f"field {key} cut short")
                         doc[key] = s[i:e].hex().upper()
-                    elif kind == 3:        # _VAR_BIN
-                        e = i + width
-                        length = lengths.get(s[i:e])
-                        if length is None:
-                            length = slow_length(s[i:e], width, max_len)
-                        i = e
-                        e = i + length
-                        if e > total:
-                            raise Error(f"field {key} cut short")
-                        doc[key] = s[i:e].hex().upper()
+                        if binary_spans is None:
+                            binary_spans = []
+                        binary_spans.append((i, e))
                     else:
                         raise Error(f"field {key} is not in this spec")
                     i = e
         if i != total:
             raise Error("extra data after the last field")
+        if binary_spans is None:
+            if not (s[text_from:] if text_from else s).isascii():
+                raise Error("non-ASCII text")
+        else:
+            for a, b in binary_spans:
+                if not s[text_from:a].isascii():
+                    raise Error("non-ASCII text")
+                text_from = b
+            if not s[text_from:].isascii():
+                raise Error("non-ASCII text")
         return doc
 
     return decode
 
 
 # -- encoder -----------------------------------------------------------------------------------
-def _make_encoder(p_kind: str, s_kind: str, fields: dict[int, tuple[int, int, int]]):
-    # key -> (field number, bit, kind, width or max_len, length prefixes by length)
+def _make_encoder(bitmap_kind: str, fields: dict[int, tuple[int, int, int]]):
+    # key -> (field number, bit, kind, width or longest length, length prefixes as str, as bytes)
     by_key: dict[str, tuple] = {}
     for number, (kind, len_type, max_len) in fields.items():
         bit = 1 << (128 - number)
         if kind in (_FIXED_TEXT, _FIXED_BIN):
-            by_key[str(number)] = (number, bit, kind, max_len, None)
+            by_key[str(number)] = (number, bit, kind, max_len, None, None)
         else:
             top = min(max_len, 10 ** len_type - 1)   # a longer value's length does not fit its prefix
-            prefixes = tuple(f"{n:0{len_type}d}".encode("ascii") for n in range(top + 1))
-            by_key[str(number)] = (number, bit, kind, top, prefixes)
+            prefixes = tuple(f"{n:0{len_type}d}" for n in range(top + 1))
+            by_key[str(number)] = (number, bit, kind, top, prefixes, tuple(p.encode("ascii") for p in prefixes))
     lookup = by_key.get
-    both_bin = p_kind == "b" and s_kind == "b"
-    both_ascii = p_kind == "ascii" and s_kind == "ascii"
-    p_bin, s_bin = p_kind == "b", s_kind == "b"
-    tertiary_zero = bytes(8) if s_kind == "b" else b"0" * 16
+    binary = bitmap_kind == "b"
+    tertiary_zero = bytes(8) if binary else b"0" * 16
     Error = CompiledCodecError
-    from binascii import a2b_hex
+    a2b_hex = binascii.a2b_hex
 
     def other_key(key: Any, doc: dict) -> int:
         """Bits a key that is not a canonical field key adds (0 if none); raises where pyiso8583 does."""
-        if key == "1" or key == "65":
-            return 0                        # pyiso8583 pops these: bitmaps are recomputed
+        if key == "1" or key == "65" or key == "t":
+            return 0                        # pyiso8583 pops "1" and "65": bitmaps are recomputed
         if not key.isnumeric():             # AttributeError for a key that is not a str, as pyiso8583
             return 0
         number = int(key)                   # ValueError for "½", as pyiso8583
@@ -329,26 +343,18 @@ def _make_encoder(p_kind: str, s_kind: str, fields: dict[int, tuple[int, int, in
             raise Error(f"field {key!r}: {canonical} not in the spec or not in the message")
         return 0
 
-    def encode(doc: Any) -> bytes:
-        if doc.__class__ is not dict:
-            doc = dict(doc)
-        mti = doc["t"].encode("ascii")
-        if len(mti) != 4:
-            raise Error("MTI is not 4 characters")
-        present = []
-        bits = 0
-        for key, value in doc.items():
-            entry = lookup(key)
-            if entry is None:
-                if key != "t":
-                    bits |= other_key(key, doc)
-                continue
-            bits |= entry[1]
-            present.append((entry[0], entry, value))
-        present.sort()
-        chunks = [mti, b""]
+    def bitmaps(bits: int) -> bytes:
+        if bits & _SECONDARY:
+            bits |= _BIT1
+        if bits & _BIT1:
+            encoded = bits.to_bytes(16, "big") if binary else b"%032X" % bits
+            return encoded + tertiary_zero if bits & _BIT65 else encoded
+        return (bits >> 64).to_bytes(8, "big") if binary else b"%016X" % (bits >> 64)
+
+    def encode_with_binary_fields(mti: bytes, bits: int, present: list) -> bytes:
+        chunks = [mti, bitmaps(bits)]
         append = chunks.append
-        for _, (_, _, kind, width, prefixes), value in present:
+        for _, (_, _, kind, width, _, prefixes), value in present:
             if kind == 1:                  # _VAR_TEXT
                 data = value.encode("ascii")
                 length = len(data)
@@ -370,23 +376,43 @@ def _make_encoder(p_kind: str, s_kind: str, fields: dict[int, tuple[int, int, in
                     raise Error("value too long")
                 append(prefixes[length])
             append(data)
-        if bits & _SECONDARY:
-            bits |= _BIT1
-        if bits & _BIT1:
-            if both_bin:
-                chunks[1] = bits.to_bytes(16, "big")
-            elif both_ascii:
-                chunks[1] = b"%032X" % bits
-            else:
-                high, low = bits >> 64, bits & _SECONDARY
-                chunks[1] = ((high.to_bytes(8, "big") if p_bin else b"%016X" % high)
-                             + (low.to_bytes(8, "big") if s_bin else b"%016X" % low))
-            if bits & _BIT65:
-                chunks[1] += tertiary_zero
-        elif p_bin:
-            chunks[1] = (bits >> 64).to_bytes(8, "big")
-        else:
-            chunks[1] = b"%016X" % (bits >> 64)
         return b"".join(chunks)
+
+    def encode(doc: Any) -> bytes:
+        if doc.__class__ is not dict:
+            doc = dict(doc)
+        mti = doc["t"].encode("ascii")
+        if len(mti) != 4:
+            raise Error("MTI is not 4 characters")
+        present = []
+        bits = 0
+        for key, value in doc.items():
+            entry = lookup(key)
+            if entry is None:
+                bits |= other_key(key, doc)
+            else:
+                bits |= entry[1]
+                present.append((entry[0], entry, value))
+        present.sort()
+        # All text (the common case): join str and encode once, which also checks every value is ASCII.
+        parts = []
+        append = parts.append
+        for _, (_, _, kind, width, prefixes, _), value in present:
+            if value.__class__ is not str:
+                break   # (let pyiso8583's own value.encode() decide about str subclasses and non-str)
+            if kind == 1:                  # _VAR_TEXT
+                length = len(value)
+                if length > width:
+                    raise Error("value too long")
+                append(prefixes[length])
+            elif kind == 0:                # _FIXED_TEXT
+                if len(value) != width:
+                    raise Error("value of the wrong length")
+            else:
+                break
+            append(value)
+        else:
+            return mti + bitmaps(bits) + "".join(parts).encode("ascii")
+        return encode_with_binary_fields(mti, bits, present)
 
     return encode
