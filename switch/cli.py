@@ -51,9 +51,18 @@ def cmd_serve(args) -> int:
 
     config = load_config(args.config)
     pid_file = Path(args.pid_file) if args.pid_file else None
+    if args.workers > 1:
+        from switch.workers import supervise
+        if pid_file is not None:
+            pid_file.write_text(f"{os.getpid()}\n")
+        try:
+            return supervise(args.config, args.workers, args.log_level)
+        finally:
+            if pid_file is not None:
+                pid_file.unlink(missing_ok=True)
 
     async def main():
-        switch = Switch(config)
+        switch = Switch(config, reuse_port=args.reuse_port)
         await switch.start()
         if pid_file is not None:
             pid_file.write_text(f"{os.getpid()}\n")
@@ -107,7 +116,7 @@ def cmd_sim_operator(args) -> int:
         simulator = OperatorSimulator(
             args.id, behaviour, host=args.host, port=args.port, dialect=args.dialect,
             mode="dial" if args.dial else "listen", switch_host=dial_host or "127.0.0.1", switch_port=dial_port,
-            secret=args.secret)
+            secret=args.secret, links=args.links)
         port = await simulator.start()
         where = f"dialing the switch at {args.dial}" if args.dial else f"listening on {args.host}:{port}"
         print(f"operator simulator {args.id} ({args.dialect}) {where}", flush=True)
@@ -306,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the switch")
     serve.add_argument("--config", required=True, help="the switch's TOML configuration")
     serve.add_argument("--pid-file", default=None, help="write the process id here (for `airswitch reload`)")
+    serve.add_argument("--workers", type=int, default=1, help="switch processes sharing the ports (default 1)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve)
 
     reload = commands.add_parser("reload", help="make a running switch re-read its configuration (SIGHUP)")
@@ -328,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--dial", default=None, metavar="HOST:PORT",
                           help="dial the switch's operator port (accept-mode link) instead of listening")
     operator.add_argument("--secret", default=None, help="opcjson login secret when dialing")
+    operator.add_argument("--links", type=int, default=1, help="links to open when dialing (one per switch worker)")
     operator.add_argument("--id", default="MCI", help="operator id, prefix of its references")
     operator.add_argument("--host", default="127.0.0.1")
     operator.add_argument("--port", type=int, default=5901)

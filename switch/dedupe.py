@@ -2,14 +2,17 @@
 
 The authority is the journal's unique key on (acquirer, tracking code, business
 day), committed before a request goes to an operator. This window only turns an
-obvious duplicate away without a journal round trip. It runs on aiocache: the
-memory backend for one process, Redis when several processes or machines share
-the work (there the window is bounded by a TTL of a little over a business day).
+obvious duplicate away without a journal round trip. Redis (through aiocache)
+when several processes or machines share the work, bounded by a TTL of a little
+over a business day; in one process an insertion-ordered dict bounded by count.
+aiocache's memory backend was measured at 30-50 us a claim (coroutine layers and a
+timer per key, bench/RESULTS.md) against a target of 5 us; the window needs neither
+TTLs nor serialisation, so the memory path is a plain dict.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
 from datetime import date
 
 from aiocache import Cache
@@ -29,25 +32,31 @@ class DedupeWindow:
             self._cache = Cache(Cache.REDIS, endpoint=url.hostname, port=url.port or 6379,
                                 db=int((url.path or "/0").lstrip("/") or 0), namespace="airswitch:dedupe:")
             self._ttl: int | None = REDIS_KEY_TTL
-            self._order: deque[str] | None = None
         else:
-            self._cache = Cache(Cache.MEMORY)
+            self._cache = None
             self._ttl = None
-            self._order = deque()
+        self._recent: OrderedDict[str, None] = OrderedDict()  # the oldest key first; popitem is O(1)
         self.max_keys = max_keys
 
     async def claim(self, key: str) -> bool:
         """True if the key was not in the window (it is now); False if it was."""
+        if self._cache is None:
+            return self.claim_local(key)
         try:
             await self._cache.add(key, 1, ttl=self._ttl)
         except ValueError:
             return False
-        order = self._order
-        if order is not None:
-            order.append(key)
-            if len(order) > self.max_keys:
-                await self._cache.delete(order.popleft())
+        return True
+
+    def claim_local(self, key: str) -> bool:
+        recent = self._recent
+        if key in recent:
+            return False
+        recent[key] = None
+        if len(recent) > self.max_keys:
+            recent.popitem(last=False)
         return True
 
     async def close(self) -> None:
-        await self._cache.close()
+        if self._cache is not None:
+            await self._cache.close()

@@ -9,7 +9,9 @@ reversal for an operator waits for the one before it. After `max_attempts`
 tries a reversal moves to "needs manual reconciliation", which `airswitch
 reversals` lists and resolves.
 
-Crash recovery lives here too: a request that was routed to an operator more
+With several switch processes on one journal only the one holding the journal's
+lead (a Postgres advisory lock) forwards and recovers; another takes over when it
+dies. Crash recovery lives here too: a request that was routed to an operator more
 than `orphan_age` ago and has no outcome at all was lost with a process that
 died; its outcome is recorded unknown and its reversal queued.
 """
@@ -30,6 +32,7 @@ log = logging.getLogger("airswitch.reversals")
 
 RECOVERY_LOOKBACK = timedelta(days=2)   # how far back the first orphan scan after a start looks
 RECOVERY_EVERY = 10.0                   # seconds between orphan scans
+LEAD_RETRY = 2.0                        # seconds between attempts to take the lead from another process
 
 
 class ReversalForwarder:
@@ -63,6 +66,9 @@ class ReversalForwarder:
         loop = asyncio.get_running_loop()
         while True:
             try:
+                if not await self.journal.try_lead():
+                    await asyncio.sleep(LEAD_RETRY)   # another process forwards; take over if it dies
+                    continue
                 if loop.time() - self._last_scan >= RECOVERY_EVERY:
                     self._last_scan = loop.time()
                     await self.recover_orphans()

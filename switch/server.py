@@ -67,8 +67,9 @@ def load_router(config: SwitchConfig) -> Router:
 
 
 class Switch:
-    def __init__(self, config: SwitchConfig, journal: Journal | None = None):
+    def __init__(self, config: SwitchConfig, journal: Journal | None = None, reuse_port: bool = False):
         self.config = config
+        self.reuse_port = reuse_port  # several worker processes share the listening ports
         self.journal = journal or open_journal(config)
         self.dedupe = DedupeWindow(config.dedupe.window, config.dedupe.backend, config.dedupe.redis_url)
         self.operators: dict[str, OperatorPool] = {}
@@ -97,7 +98,7 @@ class Switch:
 
     def _pool(self, operator) -> OperatorPool:
         return OperatorPool(operator, self.config.institution_id, self.config.terminal_id,
-                            self.flow.record_late_answer)
+                            self.flow.record_late_answer, reuse_port=self.reuse_port)
 
     async def start(self) -> None:
         await self.journal.start()
@@ -110,13 +111,13 @@ class Switch:
         listener = self.config.listener
         self._server = await asyncio.get_running_loop().create_server(
             lambda: AcquirerConnection(self.flow, self.directory, listener, self.tasks),
-            listener.host, listener.port, reuse_address=True)
+            listener.host, listener.port, reuse_address=True, reuse_port=self.reuse_port or None)
         log.info("airswitch listening for acquirers on %s:%d", listener.host, self.port)
         pos = self.config.pos_listener
         if pos is not None:
             self._pos_server = await asyncio.get_running_loop().create_server(
                 lambda: PosConnection(self.flow, self.terminals, pos, self.tasks), pos.host, pos.port,
-                reuse_address=True)
+                reuse_address=True, reuse_port=self.reuse_port or None)
             log.info("airswitch listening for POS terminals on %s:%d", pos.host, self.pos_port)
 
     async def wait_operators_up(self, timeout: float = 10.0) -> bool:

@@ -92,6 +92,9 @@ class Journal(Protocol):
     async def find(self, acquirer_id: str, tracking_code: str, business_day: date) -> TransactionView | None:
         """The transaction holding that dedupe key, with its latest outcome."""
 
+    async def try_lead(self) -> bool:
+        """True while this process leads store-and-forward for the journal (one process at a time)."""
+
     async def find_latest(self, acquirer_id: str, tracking_code: str) -> TransactionView | None:
         """The newest transaction that used this (acquirer, tracking code), any business day."""
 

@@ -74,6 +74,7 @@ APPLICATION_NAME = "airswitch-journal"  # how the journal shows in pg_stat_activ
 # pg_advisory_xact_lock(class, hashtext(schema)): serialises migrations of one schema
 # across processes. The class number only has to be unlikely to clash with other users.
 MIGRATION_LOCK_CLASS = 8583
+LEAD_LOCK_CLASS = 8584  # pg_try_advisory_lock(class, hashtext(schema)): one store-and-forward lead per schema
 
 # Errors that belong to one record, not to the database: replaying the batch with a
 # savepoint per caller isolates the offender. ValueError covers asyncpg's client-side
@@ -205,6 +206,7 @@ class PostgresJournal:
         self._last_replay_attempt = 0.0
         self._attempt_timeout = min(commit_timeout / 2, ATTEMPT_TIMEOUT_CAP)
         self.records_spilled = 0  # for tests/metrics
+        self._lead_conn: asyncpg.Connection | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -264,8 +266,28 @@ class PostgresJournal:
                     await conn.execute(statement)
                 await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
 
+    async def try_lead(self) -> bool:
+        """True while this process holds the store-and-forward lead of this schema: a session advisory
+        lock on a connection of its own, released by Postgres if the process or the connection dies."""
+        conn = self._lead_conn
+        if conn is not None and not conn.is_closed():
+            return True
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=self._commit_timeout,
+                                         server_settings={"application_name": APPLICATION_NAME + "-lead"})
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+            raise JournalUnavailable(f"cannot connect for the lead: {exc!r}") from exc
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LEAD_LOCK_CLASS, self._schema):
+            self._lead_conn = conn
+            return True
+        await conn.close()
+        return False
+
     async def close(self) -> None:
         """Flush everything queued, stop the writer, close the pool. Idempotent."""
+        if self._lead_conn is not None:
+            self._lead_conn.terminate()
+            self._lead_conn = None
         if not self._running:
             return
         self._running = False  # refuse new records; queued ones are still written

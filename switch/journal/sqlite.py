@@ -417,6 +417,10 @@ class SQLiteJournal:
         rows = await self._read(_FIND, (acquirer_id, tracking_code, business_day.isoformat()))
         return _view(rows[0]) if rows else None
 
+    async def try_lead(self) -> bool:
+        """One process owns a SQLite journal: it always leads store-and-forward."""
+        return True
+
     async def find_latest(self, acquirer_id: str, tracking_code: str) -> TransactionView | None:
         """The newest transaction that used this (acquirer, tracking code), on any business day."""
         rows = await self._read(_FIND_LATEST, (acquirer_id, tracking_code))

@@ -42,6 +42,15 @@ HANDSHAKE_TIMEOUT = 10.0     # seconds an accepted connection has to sign on or 
 LateAnswerHandler = Callable[[str, TopUp, OperatorAnswer], None]
 
 
+class _Expired(Exception):
+    """The operator's timeout passed with the request still waiting."""
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
+
+
 class NoLiveLink(Exception):
     """Every link of the operator is down or at its in-flight cap: answer 91 at once."""
 
@@ -300,16 +309,20 @@ class OperatorLink(asyncio.Protocol):
         if reference in self._pending:
             raise NoLiveLink(f"link {self.name}: reference {reference} is still in flight")
         self._expired.pop(reference, None)
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._pending[reference] = (future, topup)
         self._send(message)
+        # A timer on the future rather than asyncio.wait_for: no task or timeout context per request.
+        timer = loop.call_later(self.operator.timeout, _expire, future)
         try:
-            return await asyncio.wait_for(future, self.operator.timeout)
-        except asyncio.TimeoutError:
+            return await future
+        except _Expired:
             if topup is not None:
                 self._remember_expired(reference, topup)
             raise NoAnswer(f"operator {self.operator.id} did not answer within {self.operator.timeout}s") from None
         finally:
+            timer.cancel()
             waiting = self._pending.get(reference)
             if waiting is not None and waiting[0] is future:
                 del self._pending[reference]
@@ -330,8 +343,9 @@ class OperatorPool:
     """All links of one operator; requests go to the live link with the fewest in flight."""
 
     def __init__(self, operator: OperatorConfig, institution_id: str, terminal_id: str,
-                 on_late_answer: LateAnswerHandler | None = None):
+                 on_late_answer: LateAnswerHandler | None = None, reuse_port: bool = False):
         self.operator = operator
+        self.reuse_port = reuse_port
         self.on_late_answer = on_late_answer
         self.adapter = adapter_for(operator.dialect, operator.id, institution_id, terminal_id, operator.secret)
         self.dialed: dict[LinkConfig, OperatorLink] = {}
@@ -367,7 +381,7 @@ class OperatorPool:
                 lambda: OperatorLink(self.operator, self.adapter, f"{self.operator.id} <- ?", self.on_late_answer,
                                      on_accepted=lambda accepted, peer: self._accepted(accepted, peer, link),
                                      counter=self._counter),
-                link.host, link.port, reuse_address=True)
+                link.host, link.port, reuse_address=True, reuse_port=self.reuse_port or None)
             log.info("operator %s: accepting %s links on %s:%d", self.operator.id, self.operator.dialect,
                      link.host, self.servers[link].sockets[0].getsockname()[1])
 
