@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import functools
 from typing import Any, Callable
 
 __all__ = ["CompiledCodec", "CompiledCodecError", "SPECIALISED_MAX", "compile_codec"]
@@ -113,15 +114,20 @@ class _Field:
         if kind in (_VAR_TEXT, _VAR_BIN):
             # A length that does not fit in len_type digits cannot be encoded, nor decoded.
             self.top = min(max_len, 10 ** len_type - 1)
-            self.prefixes = tuple(f"{n:0{len_type}d}" for n in range(self.top + 1))
-            self.byte_prefixes = tuple(p.encode("ascii") for p in self.prefixes)
-            self.lengths = {p: n for n, p in enumerate(self.prefixes)}   # canonical prefixes only
+            self.prefixes, self.byte_prefixes, self.lengths = _prefix_tables(len_type, self.top)
         else:
             self.top, self.prefixes, self.byte_prefixes, self.lengths = max_len, None, None, None
 
     @property
     def binary(self) -> bool:
         return self.kind in (_FIXED_BIN, _VAR_BIN)
+
+
+@functools.lru_cache(maxsize=None)
+def _prefix_tables(len_type: int, top: int) -> tuple[tuple[str, ...], tuple[bytes, ...], dict[str, int]]:
+    """Length prefixes 0..top as str and bytes, and canonical prefix -> length (shared, never changed)."""
+    prefixes = tuple(f"{n:0{len_type}d}" for n in range(top + 1))
+    return prefixes, tuple(p.encode("ascii") for p in prefixes), {p: n for n, p in enumerate(prefixes)}
 
 
 def _is_ascii(encoding: Any) -> bool:
@@ -576,7 +582,7 @@ def _generate_encoder(binary: bool, names: list[str], fields: list[_Field]):
     lines = ["def encode(doc):", f"    {unpack} = doc.values()"]
     # segments: ("text", expression of a str) or ("bytes", expression of bytes), in message order
     if binary:
-        lines.append("    mb = mt.encode('ascii')")
+        lines.append("    mb = mt.encode('latin-1')")
         lines.append("    if len(mb) != 4:")
         lines.append("        raise E('MTI is not 4 characters')")
         segments = [("bytes", "mb"), ("bytes", "BM")]

@@ -23,6 +23,7 @@ import orjson
 
 from switch.errors import LocalProtocolError, MessageDecodeError
 from switch.resources import data_dir
+from switch.wire.compiled import CompiledCodec, compile_codec
 from switch.wire.framing import FrameDecoder, LineDecoder, encode_frame
 
 # Fields we try to recover from a message that does not decode, so that it can
@@ -37,9 +38,17 @@ class Dialect:
     max_frame: int
     spec: dict
     rules: dict[str, Any] = field(default_factory=dict)
+    # The same codec compiled for this spec (switch.wire.compiled), byte-identical to pyiso8583 and
+    # several times faster; None where the spec has kinds it does not compile (pos87's BCD).
+    compiled: CompiledCodec | None = None
 
     def decode(self, payload: bytes) -> dict[str, str]:
         """Decode one message (one frame's payload, nothing more)."""
+        if self.compiled is not None:
+            try:
+                return self.compiled.decode(payload)
+            except Exception:
+                pass  # a bad message: pyiso8583 below says precisely what is wrong with it
         try:
             fields, _ = iso8583.decode(payload, self.spec)
         except iso8583.DecodeError as exc:
@@ -55,6 +64,11 @@ class Dialect:
 
     def encode(self, fields: dict[str, str]) -> bytes:
         """Encode one message (without its length header)."""
+        if self.compiled is not None:
+            try:
+                return self.compiled.encode(fields)
+            except Exception:
+                pass  # pyiso8583 below names the field it cannot carry
         try:
             payload, _ = iso8583.encode(dict(fields), self.spec)
         except iso8583.EncodeError as exc:
@@ -116,7 +130,7 @@ def dialect_from_file(path: Path) -> Dialect | JsonLinesDialect:
         spec[key] = {**spec.get(key, {}), **overrides}
     framing = definition["framing"]
     return Dialect(name=definition["name"], header=framing["header"], max_frame=framing["max_frame"],
-                   spec=spec, rules=definition.get("rules", {}))
+                   spec=spec, rules=definition.get("rules", {}), compiled=compile_codec(spec))
 
 
 @functools.cache
