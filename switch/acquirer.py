@@ -17,6 +17,7 @@ import logging
 
 from switch.config import AcquirerConfig, ListenerConfig
 from switch.errors import RemoteProtocolError
+from switch.outbox import Outbox
 from switch.topup import FORMAT_ERROR, INVALID_TXN, TopUpFlow, is_request, response_mti
 
 log = logging.getLogger("airswitch.acquirer")
@@ -66,6 +67,7 @@ class AcquirerConnection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.outbox = Outbox(transport)
         peername = transport.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peername[0]}:{peername[1]}"
         self.acquirer = self.directory.for_address(peername[0])
@@ -145,7 +147,7 @@ class AcquirerConnection(asyncio.Protocol):
             log.info("%s: answer MTI %s STAN %s 39=%s not delivered: connection gone", self.peer,
                      answer.get("t"), answer.get("11"), answer.get("39"))
             return
-        self.transport.write(self.dialect.pack(answer))
+        self.outbox.write(self.dialect.pack(answer))
 
     # -- read timeout for a frame that started but does not complete ------------------------
     def _watch_partial_frame(self, progressed: bool) -> None:

@@ -30,6 +30,7 @@ from switch.config import LinkConfig, OperatorConfig
 from switch.errors import RemoteProtocolError
 from switch.model import OperatorAnswer, OperatorReversal, ReversalAnswer, TopUp
 from switch.operators.adapters import Adapter, adapter_for
+from switch.outbox import Outbox
 
 log = logging.getLogger("airswitch.operator")
 
@@ -211,6 +212,7 @@ class OperatorLink(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._outbox = Outbox(transport)
         self._decoder = self.adapter.dialect.frame_decoder()
         self._last_received = time.monotonic()
         self._lost = asyncio.get_running_loop().create_future()
@@ -286,7 +288,7 @@ class OperatorLink(asyncio.Protocol):
 
     def _send(self, message: dict) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(self.adapter.dialect.pack(message))
+            self._outbox.write(self.adapter.dialect.pack(message))
 
     # -- requests -------------------------------------------------------------------------
     def next_reference(self) -> str:

@@ -582,7 +582,7 @@ def _generate_encoder(binary: bool, names: list[str], fields: list[_Field]):
     lines = ["def encode(doc):", f"    {unpack} = doc.values()"]
     # segments: ("text", expression of a str) or ("bytes", expression of bytes), in message order
     if binary:
-        lines.append("    mb = mt.encode('latin-1')")
+        lines.append("    mb = mt.encode('ascii')")
         lines.append("    if len(mb) != 4:")
         lines.append("        raise E('MTI is not 4 characters')")
         segments = [("bytes", "mb"), ("bytes", "BM")]
