@@ -492,7 +492,8 @@ class PostgresJournal:
             rows = await conn.fetch(_INSERT_INTAKES, *zip(*intakes))
             stored = {row[0] for row in rows}
         if outcomes:
-            await conn.execute(_INSERT_OUTCOMES, *zip(*outcomes))
+            # Binary COPY: outcomes never conflict, and COPY costs far less client CPU than unnest arrays.
+            await conn.copy_records_to_table("outcome", records=outcomes, columns=OUTCOME_COLUMNS)
         reversals = [msgspec.structs.astuple(item.reversal) for item in batch if item.reversal is not None]
         if reversals:
             await conn.execute(_INSERT_REVERSALS, *zip(*reversals))
