@@ -307,6 +307,11 @@ def cmd_demo(args) -> int:
     return run(run_demo(seconds=args.seconds, rate=args.rate, journal_path=args.journal))
 
 
+def _needs_bench_extra(missing: str | None) -> int:
+    print(f"airswitch bench: {missing} is not installed; pip install 'airswitch[bench]'", file=sys.stderr)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airswitch", description=__doc__)
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
@@ -392,8 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--config", required=True)
     resolve.set_defaults(handler=cmd_reversals)
 
-    from bench.cli import add_bench_parser
-    add_bench_parser(commands)
+    try:
+        from bench.cli import add_bench_parser
+    except ImportError as exc:  # the load test's own dependencies are an extra
+        missing = exc.name
+        bench = commands.add_parser("bench", help="the load test (needs: pip install 'airswitch[bench]')")
+        bench.set_defaults(handler=lambda _args: _needs_bench_extra(missing))
+    else:
+        add_bench_parser(commands)
 
     pos = sim.add_parser("pos", help="POS terminals (pos87, TPDU, MAC), one request at a time each")
     pos.add_argument("--host", default="127.0.0.1")
