@@ -9,6 +9,7 @@ called twice per input so that the second call goes through the generated code.
 from __future__ import annotations
 
 import copy
+import os
 import random
 
 import iso8583
@@ -29,7 +30,9 @@ USED = {
 }
 ALL_FIELDS = [n for n in range(2, 129) if n != 65]
 REJECTED = "rejected"
-SETTINGS = settings(max_examples=80, deadline=None, derandomize=True,
+# AIRSWITCH_CODEC_EXAMPLES=5000 for a deep run; the default keeps the file to ~15 s.
+EXAMPLES = int(os.environ.get("AIRSWITCH_CODEC_EXAMPLES", "50"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -189,26 +192,55 @@ def test_encode_is_byte_identical_and_decode_gives_pyiso8583s_dict(name, data):
 def test_invalid_field_values_are_rejected_by_both(name, data):
     spec = SPECS[name]
     message = data.draw(messages(name))
-    number = data.draw(st.sampled_from(ALL_FIELDS))
-    field_spec = spec[str(number)]
+    present = sorted(int(key) for key in message if key != "t")
+    number = data.draw(st.sampled_from(present) if present and data.draw(st.booleans())
+                       else st.sampled_from(ALL_FIELDS))
+    message[str(number)] = data.draw(value_for(spec[str(number)]))
+    assert check_encode(name, message) is not REJECTED   # the same keys, valid: generated code learnt
+    how = data.draw(st.sampled_from(sorted(invalid_values(spec[str(number)]))))
+    message[str(number)] = invalid_values(spec[str(number)])[how]
+    check_encode(name, message)
+
+
+def invalid_values(field_spec: dict) -> dict:
+    """Values to try in place of a valid one (pyiso8583 rejects most, not all: "lower hex")."""
     fixed = field_spec["len_type"] == 0
     binary = field_spec["data_enc"] == "b"
     longest = min(field_spec["max_len"], 10 ** field_spec["len_type"] - 1)
     unit = "AB" if binary else "7"
-    choices = {
-        "too long": unit * (longest + data.draw(st.integers(1, 3))),
+    size = field_spec["max_len"] if fixed else 1
+    return {
+        "too long": unit * (longest + 1),
+        "much too long": unit * (longest + 3),
         "too short": unit * max(field_spec["max_len"] - 1, 0) if fixed else unit,
-        "non-ascii": "é" * (field_spec["max_len"] if fixed else 1),
+        "non-ascii": "é" * size,
+        "non-ascii, one": "7" * (size - 1) + "\x80" if size else "\x80",
         "int": 7,
         "none": None,
-        "bytes": b"AB" * (field_spec["max_len"] if fixed else 1),
+        "bytes": b"AB" * size,
+        "str subclass": type("Text", (str,), {})(unit * size),
         "odd hex": "ABC",
-        "non-hex": "ZZ" * (field_spec["max_len"] if fixed else 1),
-        "lower hex": "ab" * (field_spec["max_len"] if fixed else 1),
+        "non-hex": "ZZ" * size,
+        "lower hex": "ab" * size,
     }
-    how = data.draw(st.sampled_from(sorted(choices)))
-    message[str(number)] = choices[how]
-    check_encode(name, message)
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_invalid_values_of_each_kind_of_field_in_both_tiers(name):
+    spec = SPECS[name]
+    # fixed text, LLVAR, LLLVAR, fixed binary (52, 64, 128), LLLVAR binary (55 in the binary-bitmap specs)
+    for number in (3, 2, 48, 52, 64, 128, 55, 103):
+        field_spec = spec[str(number)]
+        for how, value in invalid_values(field_spec).items():
+            for place in ("first", "middle", "last"):
+                valid = {"t": "0200", "11": "000001", "41": "TERM0001"}
+                items = list(valid.items())
+                index = {"first": 1, "middle": 2, "last": 3}[place]
+                items.insert(index, (str(number), simple_value(field_spec)))
+                message = dict(items)
+                assert check_encode(name, message) is not REJECTED   # learnt: these keys, this order
+                message[str(number)] = value
+                check_encode(name, message)
 
 
 @pytest.mark.parametrize("name", DIALECTS)
@@ -229,9 +261,11 @@ def test_odd_keys_are_treated_as_pyiso8583_treats_them(name, data):
 
 @pytest.mark.parametrize("name", DIALECTS)
 @SETTINGS
-@given(mti=st.one_of(st.text(max_size=6), st.binary(max_size=5), st.integers()), fields=st.data())
+@given(mti=st.one_of(st.sampled_from(["02é0", "020\x80", "020", "02000", "", "\x7f\x00\x01\x02"]),
+                    st.text(max_size=6), st.binary(max_size=5), st.integers()), fields=st.data())
 def test_any_mti(name, mti, fields):
     message = fields.draw(messages(name))
+    assert check_encode(name, message) is not REJECTED   # the same keys, valid: generated code learnt
     message["t"] = mti
     check_encode(name, message)
 
@@ -309,7 +343,7 @@ def test_structured_garbage(name, body, mti, bitmap):
 
 
 @pytest.mark.parametrize("name", DIALECTS)
-@settings(max_examples=150, deadline=None, derandomize=True)
+@settings(max_examples=2 * EXAMPLES, deadline=None, derandomize=True)
 @given(garbage=st.binary(max_size=120))
 def test_garbage(name, garbage):
     check_decode(name, garbage)
@@ -330,8 +364,17 @@ def test_whitespace_in_an_ascii_bitmap_is_what_bytes_fromhex_makes_of_it():
     assert check_decode("opa87", b"0800" + b" " * 16) == {"t": "0800", "p": " " * 16}
     message = {"t": "0800", "7": "1122101010", "11": "000001"}
     payload = ref_encode(SPECS["opa87"], message)   # bitmap 0220000000000000
-    for bitmap in (b"02 20 00 00 00 00", b"0220 000000 0000", b"\t0220000000000 0", b"022000000000000 "):
-        check_decode("opa87", payload[:4] + bitmap.ljust(16) + payload[20:])
+    for bitmap in (b"0220 00 00 00 00", b"0220 000000 0000", b"\t02200000000000 ", b"02200000000000  "):
+        assert check_decode("opa87", payload[:4] + bitmap + payload[20:]) is not REJECTED
+    for bitmap in (b"\t0220000000000 0", b"022000000000000 ", b"0220000000000\xa000"):   # an odd digit out
+        assert check_decode("opa87", payload[:4] + bitmap + payload[20:]) is REJECTED
+    # Seven bytes of primary bitmap, then the secondary: its fields are still 65-128.
+    message = {"t": "0800", "7": "1122101010", "11": "000001", "70": "301"}
+    payload = ref_encode(SPECS["opa87"], message)   # 8220000000000000 0400000000000000
+    assert payload[4:36] == b"82200000000000000400000000000000"
+    for bitmap in (b"82200000000000  ", b"82 20 0000000000", b" 82200000000000 "):
+        decoded = check_decode("opa87", payload[:4] + bitmap + payload[20:])
+        assert decoded is not REJECTED and decoded["70"] == "301"
 
 
 @pytest.mark.parametrize("name", DIALECTS)
@@ -380,6 +423,17 @@ def test_length_prefixes_as_int_reads_them(name, prefix, data):
     check_decode(name, payload[:index] + encoded + payload[index + 2:])
     width = data.draw(st.sampled_from([1, 2, 3]))
     check_decode(name, payload[:index] + prefix.encode("utf-8")[:width] + payload[index + 2:])
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_a_negative_length_is_rejected_even_where_the_rest_would_fit(name):
+    # pyiso8583 reads "-2" as -2 and then fails on the data; going back 2 bytes would make the rest fit.
+    message = {"t": "0200", "11": "000001", "32": "12", "37": "ABCDEFGHIJKL"}
+    payload = ref_encode(SPECS[name], message)
+    check_decode(name, payload)
+    index = payload.index(b"0212ABCDEFGHIJKL")
+    tricky = payload[:index] + b"-2" + b"ABCDEFGHIJ"
+    assert check_decode(name, tricky) is REJECTED
 
 
 def test_bytearray_is_accepted_and_other_types_are_not():

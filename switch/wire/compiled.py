@@ -81,6 +81,7 @@ _FIXED_TEXT, _VAR_TEXT, _FIXED_BIN, _VAR_BIN, _UNDEFINED = range(5)
 _BIT1 = 1 << 127            # field n is bit 1 << (128 - n) of one 128-bit integer
 _BIT65 = 1 << 63
 _SECONDARY = (1 << 64) - 1  # fields 65-128
+_LONGEST_PREFIX_TABLE = 99_999
 
 
 class CompiledCodec:
@@ -157,6 +158,8 @@ def _field(number: int, field_spec: Any) -> _Field | None:
         return None
     if len_type and not _is_ascii(field_spec.get("len_enc")):
         return None
+    if len_type > 9 or (len_type and min(max_len, 10 ** len_type - 1) > _LONGEST_PREFIX_TABLE):
+        return None   # (length tables that big are not worth building)
     data_enc = field_spec.get("data_enc")
     if data_enc == "b":
         return _Field(number, _VAR_BIN if len_type else _FIXED_BIN, len_type, max_len)
