@@ -135,7 +135,7 @@ class AcquirerConnection(asyncio.Protocol):
             answer = self.flow.answer(request, "96")
         finally:
             self.in_flight -= 1
-            if self.paused and self.in_flight < self.listener.max_in_flight_per_connection // 2:
+            if self.paused and self.in_flight <= self.listener.max_in_flight_per_connection // 2:
                 self.paused = False
                 if not self.transport.is_closing():
                     self.transport.resume_reading()

@@ -11,6 +11,7 @@ outside the reversal window gets 12; an advice cannot be refused.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -63,20 +64,29 @@ class AcquirerReversals:
         except JournalError as exc:
             log.error("reversal %s: journal unavailable (%s): 96", request["37"], exc)
             return flow.answer(request, MALFUNCTION)
+        if original is not None and original.state is None:
+            # Still in flight here: wait (bounded by the operator's timeout) for its outcome, then decide.
+            pending = flow.pending_for(original.acquirer_id, original.tracking_code, original.business_day)
+            if pending is not None:
+                await asyncio.shield(pending)
+                original = await flow.journal.find_latest(request["32"], request["37"])
         if original is None or not matches_original(original, request["90"], request["4"]):
             log.info("reversal %s of %s/%s: no such original: %s", mti, request["32"], request["37"],
                      "0430 00" if advice else "25")
             return await refuse(APPROVED if advice else NOT_FOUND)
-        if original.state != "approved":
+        if original.state is None and original.routed_operator is None:
+            return flow.answer(request, APPROVED)   # never sent to an operator: nothing to undo
+        if original.state not in (None, "approved"):
             # Declined, refused, unknown (the switch reverses those itself) or already being reversed.
             return flow.answer(request, APPROVED)
+        # Approved, or held by another process that has not finished it: reverse it at the operator.
         window = timedelta(days=flow.config.reversals.window_days)
         if mti == REQUEST and business_day - original.business_day > window:
             log.info("reversal 0400 of %s: original of %s is outside the reversal window: 12", original.txn_id,
                      original.business_day)
             return await refuse(INVALID_TXN)
         outcome = Outcome(txn_id=original.txn_id, ended_at=utcnow(), state="reversal_pending",
-                          response_code=original.response_code, operator_id=original.operator_id,
+                          response_code=original.response_code or "91", operator_id=original.operator_id or original.routed_operator,
                           operator_ref=original.operator_ref, approval_code=original.approval_code,
                           operator_code=None, latency_ms=(time.perf_counter() - started) * 1000.0,
                           event="acquirer_reversal")

@@ -209,6 +209,8 @@ def _check(config: SwitchConfig, path: Path) -> None:
         fail("institution_id", "must be 1 to 11 digits (it travels in field 32)")
     if len(config.terminal_id) != 8:
         fail("terminal_id", "must be exactly 8 characters (field 41)")
+    if config.listener.max_in_flight_per_connection < 1:
+        fail("listener.max_in_flight_per_connection", "must be at least 1")
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", config.business_day.cutover):
         fail("business_day.cutover", "must be HH:MM")
     try:

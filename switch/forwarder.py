@@ -45,7 +45,7 @@ class ReversalForwarder:
         self._scanned_until: datetime | None = None
         self._last_scan = 0.0
         self._paused = False
-        self.on_reversed = None  # coroutine function(txn_id): return the payer's float
+        self.on_reversed = None  # coroutine function(txn_id) -> bool: return the payer's float (True: done)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="reversal forwarder")
@@ -97,8 +97,8 @@ class ReversalForwarder:
         now = utcnow()
         due = [reversal for reversal in heads.values() if reversal.next_attempt_at <= now]
         await asyncio.gather(*(self._attempt(reversal) for reversal in due))
-        if len(due) < len(pending):
-            self._wake.set()  # more are queued behind the heads: go again without waiting for the poll
+        if due and len(pending) > len(heads):
+            self._wake.set()  # more are queued behind the heads just sent: go again without waiting for the poll
         return len(due)
 
     async def _attempt(self, pending: PendingReversal) -> None:
@@ -116,13 +116,18 @@ class ReversalForwarder:
             error, code = str(exc), None
         else:
             if answer.settled:
-                await self._finish(pending, attempts, "done", "reversed", "reversal_done", answer.operator_code, None)
-                if self.on_reversed is not None:
-                    await self.on_reversed(pending.txn_id)
-                log.info("txn %s: reversed at %s (%s) after %d attempt(s)", pending.txn_id, pending.operator_id,
-                         answer.operator_code, attempts)
-                return
-            error, code = f"operator answered {answer.operator_code}", answer.operator_code
+                # The payer's float first: it is idempotent, and a reversal whose float could not be returned
+                # stays pending and is tried again.
+                if self.on_reversed is not None and not await self.on_reversed(pending.txn_id):
+                    error, code = "operator reversed it but the float could not be returned yet", answer.operator_code
+                else:
+                    await self._finish(pending, attempts, "done", "reversed", "reversal_done", answer.operator_code,
+                                       None)
+                    log.info("txn %s: reversed at %s (%s) after %d attempt(s)", pending.txn_id, pending.operator_id,
+                             answer.operator_code, attempts)
+                    return
+            else:
+                error, code = f"operator answered {answer.operator_code}", answer.operator_code
         if attempts >= self.config.max_attempts:
             log.critical("txn %s: reversal at %s failed %d times (%s): needs manual reconciliation",
                          pending.txn_id, pending.operator_id, attempts, error)

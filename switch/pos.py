@@ -145,7 +145,12 @@ class PosConnection(asyncio.Protocol):
             self._send(header, self.flow.answer(request, "12"), key)
             return
         request = {**request, "48": request.get("48") or "CH003POS"}
-        answer = await self.flow.handle(request, acquirer, True, terminal)
+        try:
+            answer = await self.flow.handle(request, acquirer, True, terminal)
+        except Exception:
+            log.exception("%s: terminal %s: request MTI %s STAN %s failed: 96", self.peer, terminal.terminal_id,
+                          mti, request.get("11"))
+            answer = self.flow.answer(request, "96")
         if answer is not None:
             self._send(header, answer, key)
 

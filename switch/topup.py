@@ -18,7 +18,7 @@ import msgspec
 
 from routing import InvalidMsisdn, Router, normalise_msisdn
 from switch.clock import BusinessCalendar, utcnow
-from switch.accounts import FloatLedger, InsufficientFloat, LedgerError, Pricing, UnknownHold
+from switch.accounts import FloatLedger, InsufficientFloat, LedgerError, LedgerUnavailable, Pricing, UnknownHold
 from switch.acquirer_rules import AcquirerRules
 from switch.config import AcquirerConfig, SwitchConfig, TerminalConfig
 from switch.dedupe import DedupeWindow, dedupe_key
@@ -101,6 +101,10 @@ class TopUpFlow:
         self.ledger: FloatLedger | None = None  # set by the switch when any payer is prepaid
         self.reversals = None  # AcquirerReversals, set by the switch
         self.on_reversal_stored = None  # wakes the store-and-forward worker, set by the switch
+
+    def pending_for(self, acquirer_id: str, tracking_code: str, business_day: date) -> asyncio.Future | None:
+        """The answer-to-be of a top-up still in flight in this process, if it is."""
+        return self._pending.get(dedupe_key(acquirer_id, tracking_code, business_day))
 
     def reconfigure(self, config: SwitchConfig, router: Router) -> None:
         """A reloaded configuration: routes and amount rules apply to the next request."""
@@ -268,6 +272,11 @@ class TopUpFlow:
             return INSUFFICIENT_FLOAT
         except LedgerError as exc:
             log.error("txn %s: float %s unavailable (%s): 96", txn_id, account, exc)
+            try:
+                await self.ledger.release(txn_id)   # the hold may have committed after our wait ended
+            except LedgerError as release_error:
+                log.critical("txn %s: possible hold on %s not released (%s): reconcile", txn_id, account,
+                             release_error)
             return MALFUNCTION
         return None
 
@@ -314,19 +323,25 @@ class TopUpFlow:
         answer["54"] = additional_amount("01", balance.balance) + additional_amount("02", balance.available)
         return answer
 
-    async def float_reversed(self, txn_id: str) -> None:
-        """A reversal settled at the operator: give the payer back what the top-up took or held."""
+    async def float_reversed(self, txn_id: str) -> bool:
+        """A reversal settled at the operator: give the payer back what the top-up took or held.
+        False when the ledger could not be reached: the forwarder tries again."""
         if self.ledger is None:
-            return
+            return True
         try:
             await self.ledger.refund(txn_id)            # it was captured (an approved top-up reversed)
         except UnknownHold:
-            return                                      # not paid from a float
+            return True                                 # not paid from a float
+        except LedgerUnavailable as exc:
+            log.error("txn %s: float not returned yet (%s)", txn_id, exc)
+            return False
         except LedgerError:
             try:
                 await self.ledger.release(txn_id)       # it was only held (an unknown outcome)
             except LedgerError as exc:
-                log.critical("txn %s: float not returned after its reversal (%s): reconcile by hand", txn_id, exc)
+                log.error("txn %s: float not returned yet (%s)", txn_id, exc)
+                return False
+        return True
 
     def operator_inquiry(self, request: dict, acquirer: AcquirerConfig) -> dict:
         """0100 with 3 = 300000: which operator serves the number and what amounts it takes."""
@@ -362,26 +377,33 @@ class TopUpFlow:
             original_answer = await asyncio.shield(pending)
             if original_answer is None:
                 return self.answer(request, MALFUNCTION)
-            if original_answer.get("4") != request["4"] or original_answer.get("103") != request["103"]:
+            if original_answer.get("4") != request["4"] or \
+                    self._msisdn_of(original_answer.get("103", ""), request["32"]) != self._msisdn_of(request["103"], request["32"]):
                 return self.answer(request, DUPLICATE)
             return self._replay(request, original_answer.get("39", MALFUNCTION), original_answer.get("38"),
                                 original_answer.get("44"), read_tlv(original_answer.get("48")).get("OR"))
-        original = await self.journal.find(request["32"], request["37"], business_day)
+        try:
+            original = await self.journal.find(request["32"], request["37"], business_day)
+        except JournalError as exc:
+            log.error("0201 %s: journal unavailable (%s): 91", request["37"], exc)
+            return self.answer(request, UNAVAILABLE)   # retryable: the acquirer repeats again
         if original is None:
             return None
-        acquirer_country = next((a.country for a in self.config.acquirers
-                                 if a.institution_id == request["32"]), "IR")
-        try:
-            msisdn = normalise_msisdn(request["103"], acquirer_country)
-        except InvalidMsisdn:
-            msisdn = request["103"]
-        if original.amount != int(request["4"]) or original.msisdn != msisdn:
+        if original.amount != int(request["4"]) or original.msisdn != self._msisdn_of(request["103"], request["32"]):
             return self.answer(request, DUPLICATE)
         if original.response_code is None:
             # Held by a process that has not finished it (or died mid-flight): not known yet.
             return self.answer(request, UNAVAILABLE)
         return self._replay(request, original.response_code, original.approval_code, original.operator_id,
                             original.operator_ref)
+
+    def _msisdn_of(self, raw: str, acquirer_id: str | None = None) -> str:
+        """The number as the journal stores it (normalised when it can be), for comparing repeats."""
+        country = next((a.country for a in self.config.acquirers if a.institution_id == acquirer_id), "IR")
+        try:
+            return normalise_msisdn(raw, country)
+        except InvalidMsisdn:
+            return raw
 
     def _replay(self, request, code, approval_code, operator_id, operator_ref) -> dict:
         answer = self.answer(request, code)
@@ -406,8 +428,11 @@ class TopUpFlow:
         try:
             await self.journal.record_outcome(outcome, reversal)
         except JournalError as exc:
-            log.critical("txn %s: outcome %s/%s NOT journaled (%s): answering 96; crash recovery will reverse "
-                         "it at the operator if it was sent", txn_id, state, code, exc)
+            log.critical("txn %s: outcome %s/%s NOT journaled in time (%s): answering 96", txn_id, state, code, exc)
+            if state == "approved":
+                # The operator credited, the acquirer hears 96: undo the credit. If the approval still lands
+                # later, this later row decides the state, and the reversal is stored with it.
+                await self._compensate(txn_id, operator_id, operator_answer)
             return self.answer(request, MALFUNCTION)
         answer = self.answer(request, code)
         if code == APPROVED:
@@ -415,6 +440,18 @@ class TopUpFlow:
             answer["44"] = operator_id
             answer["48"] = write_tlv({"OR": outcome.operator_ref or ""})
         return answer
+
+    async def _compensate(self, txn_id: str, operator_id: str | None, operator_answer: OperatorAnswer | None) -> None:
+        unknown = Outcome(txn_id=txn_id, ended_at=utcnow(), state="unknown", response_code=MALFUNCTION,
+                          operator_id=operator_id, operator_ref=operator_answer.operator_ref if operator_answer else None,
+                          approval_code=None, operator_code=operator_answer.operator_code if operator_answer else None,
+                          latency_ms=0.0)
+        try:
+            await self.journal.record_outcome(unknown, Reversal(txn_id=txn_id, operator_id=operator_id or "",
+                                                                reason="unknown_outcome", created_at=utcnow()))
+        except JournalError as exc:
+            # Nothing is recorded: the intake has no outcome, and crash recovery reverses it as an orphan.
+            log.critical("txn %s: compensating reversal not stored either (%s): left to orphan recovery", txn_id, exc)
 
     async def refuse(self, request: dict, txn_id: str, received_at, business_day: date, started: float,
                      code: str, msisdn: str | None) -> dict:

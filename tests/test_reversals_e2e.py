@@ -184,3 +184,22 @@ def test_a_request_sent_by_a_process_that_died_is_recovered_and_reversed(journal
             assert view.response_code == "91"
             assert switch.simulators["MCI"].reversal_answers   # the operator was asked
     run(scenario())
+
+
+def test_a_0420_for_a_top_up_still_in_flight_reverses_it_once_it_is_approved(journal):
+    async def scenario():
+        async with running_switch(journal(), {"MCI": OperatorBehaviour(latency_ms=400)},
+                                  reversals=FAST_REVERSALS) as switch:
+            bank = await BankClient.connect(switch.port)
+            original = top_up("000001")
+            in_flight = asyncio.create_task(bank.request(original))
+            await asyncio.sleep(0.1)       # the acquirer gives up waiting and sends its advice
+            advice = await bank.request(reversal_of(original, "000002", "0420"))
+            assert (advice["t"], advice["39"]) == ("0430", "00")
+            assert (await in_flight)["39"] == "00"
+            switch.simulators["MCI"].behaviour.latency_ms = 1
+            await wait_for_state(switch, original["37"], "reversed")
+            simulator = switch.simulators["MCI"]
+            assert set(simulator.reversed) == set(simulator.ledger) and len(simulator.ledger) == 1
+            await bank.close()
+    run(scenario())

@@ -362,7 +362,15 @@ class PostgresJournal:
 
     async def _run_writer(self) -> None:
         while True:
-            batch = await self._inbox.take(self._batch_max)
+            if self._spill is not None:
+                # Replay even when nothing new is written: the spill must not wait for the next top-up.
+                try:
+                    batch = await asyncio.wait_for(self._inbox.take(self._batch_max), SPILL_RETRY_INTERVAL)
+                except asyncio.TimeoutError:
+                    await self._try_replay()
+                    continue
+            else:
+                batch = await self._inbox.take(self._batch_max)
             if not batch:
                 if self._spill is not None:
                     await self._try_replay(force=True)  # last chance at shutdown; the file stays otherwise
@@ -565,6 +573,9 @@ class PostgresJournal:
     async def _read(self, method: str, query: str, *args: Any) -> Any:
         if self._pool is None:
             raise JournalUnavailable("journal is not running")
+        if self._spill is not None:
+            # Postgres lacks what the spill holds: a read now could mislead recovery or a reversal.
+            raise JournalUnavailable("journal records are in the spill file, not yet replayed into Postgres")
         try:
             async with asyncio.timeout(self._commit_timeout):
                 async with self._pool.acquire() as conn:

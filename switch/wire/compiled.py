@@ -33,12 +33,18 @@ The contract, which tests/test_compiled_codec.py checks against pyiso8583 with h
 
 What it raises is unspecified (CompiledCodecError, UnicodeError, KeyError, TypeError...): a raise
 only means "this message is bad". The caller then runs pyiso8583 on the same input, which raises
-the precise DecodeError/EncodeError with the field and the position:
+the precise DecodeError/EncodeError with the field and the position (and whose answer would count,
+should the two ever disagree):
 
     try:
         return codec.decode(payload)
     except Exception:
-        fields, _ = iso8583.decode(payload, spec)   # raises the error to report
+        return iso8583.decode(payload, spec)[0]     # raises the error to report
+
+    try:
+        return codec.encode(fields)
+    except Exception:
+        return bytes(iso8583.encode(dict(fields), spec)[0])
 
 The tables are a snapshot of the spec: compile again after changing the spec.
 
@@ -629,7 +635,8 @@ def _generate_encoder(binary: bool, names: list[str], fields: list[_Field]):
             run = []
         if kind == "bytes":
             parts.append(expression)
-    lines.append(f"    return {' + '.join(parts)}" if len(parts) <= 3 else f"    return b''.join(({', '.join(parts)},))")
+    joined = " + ".join(parts) if len(parts) <= 3 else f"b''.join(({', '.join(parts)},))"
+    lines.append(f"    return {joined}")
     source = "\n".join(lines)
     exec(compile(source, f"<compiled encoder {bitmaps.hex()}>", "exec"), namespace)
     namespace["encode"].source = source   # for whoever debugs it
