@@ -141,12 +141,18 @@ class Switch:
             replaced = [op_id for op_id in new if op_id in old and
                         (new[op_id].dialect, new[op_id].secret) != (old[op_id].dialect, old[op_id].secret)]
             retired = [self.operators.pop(op_id) for op_id in [*[i for i in old if i not in new], *replaced]]
+            for pool in retired:
+                pool.stop_accepting()  # its operator ports are free for a replacement pool
             for op_id, operator in new.items():
                 if op_id in self.operators:
                     await self.operators[op_id].reconfigure(operator, DRAIN_TIMEOUT)
                 else:
                     pool = self.operators[op_id] = self._pool(operator)
-                    await pool.start()
+                    try:
+                        await pool.start()
+                    except OSError as exc:
+                        log.error("reload: operator %s cannot open its links (%s); it gets 91 until fixed", op_id, exc)
+                        continue
                     if not await pool.wait_up(NEW_OPERATOR_WAIT):
                         log.warning("reload: new operator %s has no live link yet", op_id)
             self.config = config

@@ -400,16 +400,19 @@ class OperatorPool:
         self._tasks.add(task)
         task.add_done_callback(lambda _: (self._tasks.discard(task), self.accepted.pop(link, None)))
 
-    async def drain(self, timeout: float) -> None:
-        """Retire the whole operator: no new requests, in-flight ones finish (bounded), then close."""
+    def stop_accepting(self) -> None:
+        """Close the operator ports of accept links; links already up keep running."""
         for server in self.servers.values():
             server.close()
+
+    async def drain(self, timeout: float) -> None:
+        """Retire the whole operator: no new requests, in-flight ones finish (bounded), then close."""
+        self.stop_accepting()
         await asyncio.gather(*(link.drain(timeout) for link in self.links))
         await self.close()
 
     async def close(self) -> None:
-        for server in self.servers.values():
-            server.close()
+        self.stop_accepting()
         await asyncio.gather(*(link.close() for link in self.links))
         for task in list(self._tasks):
             task.cancel()
