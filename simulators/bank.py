@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from simulators.latency import percentile
 from switch.errors import RemoteProtocolError
 from switch.wire import load_dialect
 
@@ -53,10 +54,7 @@ class BankReport:
         return sum(self.answers.values())
 
     def percentile(self, share: float) -> float:
-        if not self.latencies_ms:
-            return 0.0
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+        return percentile(self.latencies_ms, share)
 
 
 class BankSimulator:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from simulators.bank import AMOUNTS, PREFIXES, run_id
+from simulators.latency import percentile
 from switch.errors import RemoteProtocolError
 from switch.wire import load_dialect
 from switch.wire.framing import FrameDecoder
@@ -97,10 +98,7 @@ class PosReport:
         return sum(self.answers.values())
 
     def percentile(self, share: float) -> float:
-        if not self.latencies_ms:
-            return 0.0
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+        return percentile(self.latencies_ms, share)
 
 
 class _Link:

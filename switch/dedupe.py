@@ -31,10 +31,8 @@ class DedupeWindow:
             url = urlparse(redis_url or "redis://127.0.0.1:6379/0")
             self._cache = Cache(Cache.REDIS, endpoint=url.hostname, port=url.port or 6379,
                                 db=int((url.path or "/0").lstrip("/") or 0), namespace="airswitch:dedupe:")
-            self._ttl: int | None = REDIS_KEY_TTL
         else:
             self._cache = None
-            self._ttl = None
         self._recent: OrderedDict[str, None] = OrderedDict()  # the oldest key first; popitem is O(1)
         self.max_keys = max_keys
 
@@ -43,7 +41,7 @@ class DedupeWindow:
         if self._cache is None:
             return self.claim_local(key)
         try:
-            await self._cache.add(key, 1, ttl=self._ttl)
+            await self._cache.add(key, 1, ttl=REDIS_KEY_TTL)
         except ValueError:
             return False
         return True

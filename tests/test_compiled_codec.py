@@ -15,7 +15,7 @@ import random
 import iso8583
 import iso8583.specs
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from switch.wire import load_dialect
 from switch.wire.compiled import SPECIALISED_MAX, CompiledCodec, compile_codec

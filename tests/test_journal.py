@@ -393,7 +393,7 @@ def test_a_newer_schema_is_refused(backend):
     async def scenario():
         async with backend.journal():
             pass
-        await backend.execute(f"INSERT INTO schema_version (version, applied_at) VALUES (99, '2030-01-01')")
+        await backend.execute("INSERT INTO schema_version (version, applied_at) VALUES (99, '2030-01-01')")
         with pytest.raises(JournalError, match="newer"):
             await backend.journal().start()
 

@@ -9,7 +9,7 @@ import pytest
 
 from simulators.pos import PosSimulator, Terminal
 from switch.accounts import FloatLedger
-from switch.wire import load_dialect, mac, tpdu
+from switch.wire import load_dialect, tpdu
 from support import MELLI, NOVIN, BankClient, postgres_journal, running_switch, top_up
 
 KEY = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")

@@ -12,7 +12,7 @@ import pytest
 from simulators.operator import OperatorBehaviour, OperatorSimulator
 from switch.config import load_config
 from switch.server import Switch
-from support import DEMO_CONF, BankClient, postgres_journal, top_up
+from support import DEMO_CONF, BankClient, top_up
 
 OPERATORS = ("MCI", "IRANCELL", "RIGHTEL")
 
