@@ -28,8 +28,8 @@ from simulators.operator_dialects import Outcome as OperatorOutcome
 from simulators.operator_dialects import host_dialect
 from switch.dedupe import DedupeWindow, dedupe_key
 from switch.journal import Intake, Outcome, PostgresJournal
-from switch.model import TopUp
-from switch.operators.adapters import adapter_for
+from switch.providers.base import TopUp
+from switch.providers.adapters import adapter_for
 from switch.wire import load_dialect
 
 TARGET_TPS = 2_500                         # top-ups a second one switch process should carry (2 processes: 5,000)

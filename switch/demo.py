@@ -69,7 +69,7 @@ async def run_demo(seconds: float = 15.0, rate: float = 0.0, journal_path: str =
         if operator.id not in operators:
             operators[operator.id] = OperatorSimulator(
                 operator.id, BEHAVIOURS[operator.id], dialect=operator.dialect, mode="dial",
-                switch_port=switch.operators[operator.id].accept_port(), secret=operator.secret)
+                switch_port=switch.providers[operator.id].accept_port(), secret=operator.secret)
             await operators[operator.id].start()
     print(f"airswitch demo: switch on 127.0.0.1:{switch.port}; operators "
           + ", ".join(f"{op.id} {op.dialect} {'dialled by the switch' if op.links[0].mode == 'connect' else 'dialling in'}"

@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 from switch.clock import utcnow
 from switch.config import ReversalConfig
 from switch.journal import Journal, JournalError, Outcome, PendingReversal, Reversal, ReversalUpdate
-from switch.model import OperatorReversal
-from switch.operators.link import NoAnswer, NoLiveLink, OperatorPool
+from switch.providers.base import OperatorReversal
+from switch.providers.link import NoAnswer, NoLiveLink, OperatorPool
 
 log = logging.getLogger("airswitch.reversals")
 

@@ -25,7 +25,7 @@ from switch.errors import ConfigError
 from switch.forwarder import ReversalForwarder
 from switch.acquirer_reversals import AcquirerReversals
 from switch.journal import Journal, PostgresJournal, SQLiteJournal
-from switch.operators.link import OperatorPool
+from switch.providers.link import OperatorPool
 from switch.pos import PosConnection, PosDirectory
 from switch.topup import TopUpFlow
 from switch.wire import load_dialect

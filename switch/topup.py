@@ -23,8 +23,8 @@ from switch.acquirer_rules import AcquirerRules
 from switch.config import AcquirerConfig, SwitchConfig, TerminalConfig
 from switch.dedupe import DedupeWindow, dedupe_key
 from switch.journal import Intake, Journal, JournalError, Outcome, Reversal, ReversalUpdate
-from switch.model import OperatorAnswer, TopUp
-from switch.operators.link import NoAnswer, NoLiveLink, OperatorPool
+from switch.providers.base import OperatorAnswer, TopUp
+from switch.providers.link import NoAnswer, NoLiveLink, OperatorPool
 from switch.wire import Dialect
 
 log = logging.getLogger("airswitch.topup")

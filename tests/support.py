@@ -83,7 +83,7 @@ async def running_switch(journal, behaviours: dict[str, OperatorBehaviour] | Non
         for op_id in OPERATORS:
             if op_id not in simulators:
                 simulators[op_id] = simulator(op_id, mode="dial",
-                                              switch_port=switch.operators[op_id].accept_port())
+                                              switch_port=switch.providers[op_id].accept_port())
                 await simulators[op_id].start()
         assert await switch.wait_operators_up(5.0), "operator links did not come up"
         switch.simulators = simulators

@@ -9,8 +9,8 @@ import pytest
 
 import msgspec
 
-from switch.model import OperatorReversal, TopUp
-from switch.operators.adapters import adapter_for
+from switch.providers.base import OperatorReversal, TopUp
+from switch.providers.adapters import adapter_for
 
 TOPUP = TopUp(txn_id="a" * 32, acquirer_id="603799", tracking_code="RRN000000001", msisdn="989121110001",
               amount=100_000, currency="364", stan="000042",

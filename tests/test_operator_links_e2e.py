@@ -10,7 +10,7 @@ import pytest
 
 from simulators.operator import OperatorBehaviour
 from switch.clock import utcnow
-from switch.operators.adapters import adapter_for
+from switch.providers.adapters import adapter_for
 from switch.wire import load_dialect
 from support import MELLI, BankClient, postgres_journal, running_switch, switch_config, top_up
 from switch.server import Switch
@@ -103,7 +103,7 @@ def test_link_drop_with_requests_in_flight_answers_91_and_the_link_comes_back(jo
             switch.simulators["MCI"].disconnect_all()
             assert [a["39"] for a in await asyncio.gather(*in_flight)] == ["91"] * 3
             switch.simulators["MCI"].behaviour.latency_ms = 1
-            assert await switch.operators["MCI"].wait_up(5.0)
+            assert await switch.providers["MCI"].wait_up(5.0)
             assert (await bank.request(top_up("000010")))["39"] == "00"
             await bank.close()
     run(scenario())
@@ -144,7 +144,7 @@ def test_a_link_that_misses_its_echo_is_marked_down_closed_and_redialled(journal
         switch = Switch(config, journal=journal())
         await switch.start()
         try:
-            assert await switch.operators["MCI"].wait_up(3.0)
+            assert await switch.providers["MCI"].wait_up(3.0)
             await asyncio.sleep(1.5)     # echo after 0.2 s idle, unanswered after 0.2 s: down, closed, redial
             assert silent.closed >= 1 and silent.connections >= 2
         finally:
@@ -167,7 +167,7 @@ def test_operator_noise_is_ignored_and_the_link_survives(journal):
                                        b"{\"type\":\"recharge_result\",\"ref\":\"nobody\",\"status\":\"OK\"}\n"
                                        + b"{\"type\":\"ping\",\"pad\":\"" + b"x" * 5000 + b"\"}\n")
             assert (await pending)["39"] == "00"
-            assert switch.operators["MCI"].is_up
+            assert switch.providers["MCI"].is_up
             await bank.close()
     run(scenario())
 
@@ -185,7 +185,7 @@ def test_iso_operator_noise_is_ignored_and_the_link_survives(journal):
                                        + dialect.pack({"t": "1999", "11": "000777"})        # unknown MTI
                                        + dialect.pack({"t": "1210", "11": "999999", "39": "000"}))  # unknown STAN
             assert (await pending)["39"] == "00"
-            assert switch.operators["MCI"].is_up
+            assert switch.providers["MCI"].is_up
             await bank.close()
     run(scenario())
 
@@ -193,18 +193,18 @@ def test_iso_operator_noise_is_ignored_and_the_link_survives(journal):
 def test_opcjson_login_with_a_wrong_secret_is_closed_and_never_carries_traffic(journal):
     async def scenario():
         async with running_switch(journal(), dialects={"MCI": ("opcjson", "accept")}) as switch:
-            port = switch.operators["MCI"].accept_port()
+            port = switch.providers["MCI"].accept_port()
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b'{"type":"login","operator":"MCI","secret":"guess"}\n')
             assert await asyncio.wait_for(reader.read(), 3) == b""   # closed, nothing said
-            assert len(switch.operators["MCI"].links) == 1           # only the simulator's link
+            assert len(switch.providers["MCI"].links) == 1           # only the simulator's link
     run(scenario())
 
 
 def test_accept_link_from_an_address_not_allowed_is_closed(journal):
     async def scenario():
         async with running_switch(journal(), dialects={"MCI": ("opa87", "accept")}) as switch:
-            port = switch.operators["MCI"].accept_port()
+            port = switch.providers["MCI"].accept_port()
             reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.5", 0))
             assert await asyncio.wait_for(reader.read(), 3) == b""
     run(scenario())

@@ -70,7 +70,7 @@ def test_reload_moves_a_route_while_traffic_runs_without_a_failed_transaction(co
         switch = Switch(load_config(conf_dir / "airswitch.toml"))
         await switch.start()
         assert await switch.wait_operators_up(5.0)
-        irancell_link = switch.operators["IRANCELL"].links[0]
+        irancell_link = switch.providers["IRANCELL"].links[0]
         bank = await BankClient.connect(switch.port)
         answers: list[dict] = []
         stop = asyncio.Event()
@@ -92,7 +92,7 @@ def test_reload_moves_a_route_while_traffic_runs_without_a_failed_transaction(co
             assert len(answers) > 50 and {a["39"] for a in answers} == {"00"}
             served_by = [a["44"] for a in answers]
             assert served_by[0] == "MCI" and served_by[-1] == "IRANCELL"
-            assert switch.operators["IRANCELL"].links[0] is irancell_link and irancell_link.is_up
+            assert switch.providers["IRANCELL"].links[0] is irancell_link and irancell_link.is_up
             assert len(simulators["IRANCELL"].connections) == 1   # its link was never redialled
         finally:
             await bank.close()
@@ -113,16 +113,16 @@ def test_reload_adds_and_removes_a_link_and_unchanged_links_stay_up(conf_dir, pg
         await switch.start()
         try:
             assert await switch.wait_operators_up(5.0)
-            first_link = switch.operators["MCI"].links[0]
+            first_link = switch.providers["MCI"].links[0]
             write_config(conf_dir, ports, pg_dsn, pg_schema, extra_mci_port=extra)
             assert await switch.reload()
             await asyncio.sleep(0.5)
-            links = switch.operators["MCI"].links
+            links = switch.providers["MCI"].links
             assert len(links) == 2 and links[0] is first_link and all(link.is_up for link in links)
             write_config(conf_dir, {**ports, "MCI": extra}, pg_dsn, pg_schema)   # the first link goes away
             assert await switch.reload()
             await asyncio.sleep(0.3)
-            assert [link.link.port for link in switch.operators["MCI"].links] == [extra]
+            assert [link.link.port for link in switch.providers["MCI"].links] == [extra]
             assert not simulators["MCI"].connections      # drained and closed
         finally:
             await switch.stop()

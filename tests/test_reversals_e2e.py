@@ -153,7 +153,7 @@ def test_a_reversal_that_keeps_failing_needs_manual_reconciliation_and_can_be_re
             await switch.simulators["MCI"].stop()
             bank = await BankClient.connect(switch.port)
             await switch.simulators["MCI"].start()
-            await switch.operators["MCI"].wait_up(5)
+            await switch.providers["MCI"].wait_up(5)
             request = top_up("000001")
             assert (await bank.request(request))["39"] == "91"
             await switch.simulators["MCI"].stop()     # and it never answers the reversal

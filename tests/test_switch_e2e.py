@@ -208,7 +208,7 @@ def test_link_lost_with_requests_in_flight_answers_91_and_reconnects(journal):
             switch.simulators["MCI"].disconnect_all()
             answers = await asyncio.gather(*in_flight)
             assert [a["39"] for a in answers] == ["91"] * 5
-            assert await switch.operators["MCI"].wait_up(5.0)
+            assert await switch.providers["MCI"].wait_up(5.0)
             switch.simulators["MCI"].behaviour.latency_ms = 1
             assert (await bank.request(top_up("000010")))["39"] == "00"
             await bank.close()

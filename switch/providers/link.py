@@ -7,7 +7,7 @@ its first message must be a valid sign-on (ISO dialects) or login (opcjson);
 anything else closes the connection. Either way the link then
 echoes when idle (a missed echo takes it down), matches answers to requests by
 the dialect's reference, and signs off when the switch shuts down. What goes on
-the wire is the adapter's business (`switch.operators.adapters`).
+the wire is the adapter's business (`switch.providers.adapters`).
 
 A request whose link drops, or whose answer does not come within the operator's
 timeout, ends in `NoAnswer`: its outcome is unknown. Its reference is kept for a
@@ -28,8 +28,8 @@ from typing import Callable, Iterator
 
 from switch.config import LinkConfig, OperatorConfig
 from switch.errors import RemoteProtocolError
-from switch.model import OperatorAnswer, OperatorReversal, ReversalAnswer, TopUp
-from switch.operators.adapters import Adapter, adapter_for
+from switch.providers.base import NoAnswer, NotSent as NoLiveLink, OperatorAnswer, OperatorReversal, ReversalAnswer, TopUp
+from switch.providers.adapters import Adapter, adapter_for
 from switch.outbox import Outbox
 
 log = logging.getLogger("airswitch.operator")
@@ -50,14 +50,6 @@ class _Expired(Exception):
 def _expire(future: asyncio.Future) -> None:
     if not future.done():
         future.set_exception(_Expired())
-
-
-class NoLiveLink(Exception):
-    """Every link of the operator is down or at its in-flight cap: answer 91 at once."""
-
-
-class NoAnswer(Exception):
-    """The request left but no answer came back (timeout or link lost): outcome unknown."""
 
 
 class OperatorLink(asyncio.Protocol):

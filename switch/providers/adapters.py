@@ -13,7 +13,7 @@ import hmac
 import logging
 
 from switch.clock import local_time_fields, transmission_time, utcnow
-from switch.model import OperatorAnswer, OperatorReversal, ReversalAnswer, TopUp
+from switch.providers.base import OperatorAnswer, OperatorReversal, ReversalAnswer, TopUp
 from switch.wire import load_dialect
 
 log = logging.getLogger("airswitch.operator")
