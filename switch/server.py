@@ -72,10 +72,10 @@ class Switch:
         self.reuse_port = reuse_port  # several worker processes share the listening ports
         self.journal = journal or open_journal(config)
         self.dedupe = DedupeWindow(config.dedupe.window, config.dedupe.backend, config.dedupe.redis_url)
-        self.operators: dict[str, OperatorPool] = {}
+        self.providers: dict[str, OperatorPool] = {}
         self.flow = TopUpFlow(config, load_dialect("bank87"), load_router(config), self.journal, self.dedupe,
-                              self.operators)
-        self.forwarder = ReversalForwarder(self.journal, self.operators, config.reversals)
+                              self.providers)
+        self.forwarder = ReversalForwarder(self.journal, self.providers, config.reversals)
         self.flow.reversals = AcquirerReversals(self.flow, on_stored=self.forwarder.wake)
         self.flow.on_reversal_stored = self.forwarder.wake
         self.forwarder.on_reversed = self.flow.float_reversed
@@ -105,7 +105,7 @@ class Switch:
         if self.ledger is not None:
             await self.ledger.start()
         for operator in self.config.operators:
-            pool = self.operators[operator.id] = self._pool(operator)
+            pool = self.providers[operator.id] = self._pool(operator)
             await pool.start()
         self.forwarder.start()
         listener = self.config.listener
@@ -121,7 +121,7 @@ class Switch:
             log.info("airswitch listening for POS terminals on %s:%d", pos.host, self.pos_port)
 
     async def wait_operators_up(self, timeout: float = 10.0) -> bool:
-        results = await asyncio.gather(*(pool.wait_up(timeout) for pool in self.operators.values()))
+        results = await asyncio.gather(*(pool.wait_up(timeout) for pool in self.providers.values()))
         return all(results)
 
     async def reload(self) -> bool:
@@ -140,14 +140,14 @@ class Switch:
             new = {op.id: op for op in config.operators}
             replaced = [op_id for op_id in new if op_id in old and
                         (new[op_id].dialect, new[op_id].secret) != (old[op_id].dialect, old[op_id].secret)]
-            retired = [self.operators.pop(op_id) for op_id in [*[i for i in old if i not in new], *replaced]]
+            retired = [self.providers.pop(op_id) for op_id in [*[i for i in old if i not in new], *replaced]]
             for pool in retired:
                 pool.stop_accepting()  # its operator ports are free for a replacement pool
             for op_id, operator in new.items():
-                if op_id in self.operators:
-                    await self.operators[op_id].reconfigure(operator, DRAIN_TIMEOUT)
+                if op_id in self.providers:
+                    await self.providers[op_id].reconfigure(operator, DRAIN_TIMEOUT)
                 else:
-                    pool = self.operators[op_id] = self._pool(operator)
+                    pool = self.providers[op_id] = self._pool(operator)
                     try:
                         await pool.start()
                     except OSError as exc:
@@ -174,7 +174,7 @@ class Switch:
             for task in late:
                 task.cancel()
         await self.forwarder.stop()
-        await asyncio.gather(*(pool.close() for pool in self.operators.values()))
+        await asyncio.gather(*(pool.close() for pool in self.providers.values()))
         await self.journal.close()
         if self.ledger is not None:
             await self.ledger.close()

@@ -80,6 +80,7 @@ class Provider(Protocol):
     def next_reference(self) -> str:
         """The switch's reference for the next top-up here, fixed and journaled before it is sent."""
 
+    @property
     def is_up(self) -> bool:
         """It can take a request now."""
 
