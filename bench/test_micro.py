@@ -26,7 +26,7 @@ import pytest
 from routing import AmountRule, Router
 from simulators.operator_dialects import Outcome as OperatorOutcome
 from simulators.operator_dialects import host_dialect
-from switch.dedupe import DedupeWindow, dedupe_key
+from switch.flow.participants.dedupe import DedupeWindow, dedupe_key
 from switch.journal import Intake, Outcome, PostgresJournal
 from switch.providers.base import TopUp
 from switch.providers.adapters import adapter_for

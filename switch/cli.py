@@ -218,7 +218,7 @@ def cmd_audit(args) -> int:
 
 
 def cmd_reversals(args) -> int:
-    from switch.forwarder import resolve_reversal
+    from switch.flow.store_and_forward import resolve_reversal
 
     async def main():
         journal = _journal_of(args.config)

@@ -18,16 +18,18 @@ import logging
 
 from routing import Router, RoutingConfigError
 from switch.accounts import FloatLedger
-from switch.acquirer import AcquirerConnection, AcquirerDirectory
+from switch.channels.bank87 import AcquirerConnection, AcquirerDirectory
+from switch.channels.iso import IsoTranslator
+from switch.channels.pos87 import PosConnection, PosDirectory
 from switch.config import SwitchConfig, load_config
-from switch.dedupe import DedupeWindow
 from switch.errors import ConfigError
-from switch.forwarder import ReversalForwarder
-from switch.acquirer_reversals import AcquirerReversals
+from switch.flow.core import TransactionCore
+from switch.flow.late_answers import LateAnswers
+from switch.flow.participants.dedupe import DedupeWindow
+from switch.flow.participants.float_hold import FloatHold
+from switch.flow.store_and_forward import ReversalForwarder
 from switch.journal import Journal, PostgresJournal, SQLiteJournal
 from switch.providers.link import OperatorPool
-from switch.pos import PosConnection, PosDirectory
-from switch.topup import TopUpFlow
 from switch.wire import load_dialect
 
 log = logging.getLogger("airswitch")
@@ -71,16 +73,18 @@ class Switch:
         self.config = config
         self.reuse_port = reuse_port  # several worker processes share the listening ports
         self.journal = journal or open_journal(config)
-        self.dedupe = DedupeWindow(config.dedupe.window, config.dedupe.backend, config.dedupe.redis_url)
-        self.providers: dict[str, OperatorPool] = {}
-        self.flow = TopUpFlow(config, load_dialect("bank87"), load_router(config), self.journal, self.dedupe,
-                              self.providers)
-        self.forwarder = ReversalForwarder(self.journal, self.providers, config.reversals)
-        self.flow.reversals = AcquirerReversals(self.flow, on_stored=self.forwarder.wake)
-        self.flow.on_reversal_stored = self.forwarder.wake
-        self.forwarder.on_reversed = self.flow.float_reversed
         self.ledger = open_ledger(config, self.journal)
-        self.flow.ledger = self.ledger
+        self.dedupe = DedupeWindow(config.dedupe.window, config.dedupe.backend, config.dedupe.redis_url)
+        # Operator link pools by operator id; filled at start and on reload, read by the core as it goes.
+        self.providers: dict[str, OperatorPool] = {}
+        float_hold = FloatHold(self.ledger, config.pricing)
+        self.forwarder = ReversalForwarder(self.journal, self.providers, config.reversals,
+                                           on_reversed=float_hold.refund)
+        self.late_answers = LateAnswers(self.journal, self.providers, on_reversal_stored=self.forwarder.wake)
+        self.core = TransactionCore(config, load_router(config), self.journal, self.dedupe, self.providers,
+                                    float_hold, on_reversal_stored=self.forwarder.wake)
+        self.bank87 = load_dialect("bank87")
+        self.pos87 = load_dialect("pos87")
         self.directory = AcquirerDirectory(config.acquirers)
         self.terminals = PosDirectory(config.terminals, config.acquirers)
         self._pos_server: asyncio.Server | None = None
@@ -98,7 +102,7 @@ class Switch:
 
     def _pool(self, operator) -> OperatorPool:
         return OperatorPool(operator, self.config.institution_id, self.config.terminal_id,
-                            self.flow.record_late_answer, reuse_port=self.reuse_port)
+                            self.late_answers, reuse_port=self.reuse_port)
 
     async def start(self) -> None:
         await self.journal.start()
@@ -109,14 +113,16 @@ class Switch:
             await pool.start()
         self.forwarder.start()
         listener = self.config.listener
+        bank87 = IsoTranslator(self.bank87, "bank87")
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: AcquirerConnection(self.flow, self.directory, listener, self.tasks),
+            lambda: AcquirerConnection(self.core, self.bank87, bank87, self.directory, listener, self.tasks),
             listener.host, listener.port, reuse_address=True, reuse_port=self.reuse_port or None)
         log.info("airswitch listening for acquirers on %s:%d", listener.host, self.port)
         pos = self.config.pos_listener
         if pos is not None:
+            pos87 = IsoTranslator(self.pos87, "pos87")
             self._pos_server = await asyncio.get_running_loop().create_server(
-                lambda: PosConnection(self.flow, self.terminals, pos, self.tasks), pos.host, pos.port,
+                lambda: PosConnection(self.core, self.pos87, pos87, self.terminals, pos, self.tasks), pos.host, pos.port,
                 reuse_address=True, reuse_port=self.reuse_port or None)
             log.info("airswitch listening for POS terminals on %s:%d", pos.host, self.pos_port)
 
@@ -158,7 +164,7 @@ class Switch:
             self.config = config
             self.directory.replace(config.acquirers)
             self.terminals.replace(config.terminals, config.acquirers)
-            self.flow.reconfigure(config, router)
+            self.core.reconfigure(config, router)
             self.forwarder.config = config.reversals
             await asyncio.gather(*(pool.drain(DRAIN_TIMEOUT) for pool in retired))
             log.info("configuration reloaded from %s", config.source)
@@ -174,6 +180,7 @@ class Switch:
             for task in late:
                 task.cancel()
         await self.forwarder.stop()
+        await self.late_answers.stop()
         await asyncio.gather(*(pool.close() for pool in self.providers.values()))
         await self.journal.close()
         if self.ledger is not None:

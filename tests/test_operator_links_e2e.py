@@ -40,7 +40,7 @@ def test_top_up_is_approved_through_every_dialect_and_direction(journal, dialect
             assert [(c.msisdn, c.amount, c.tracking_code) for c in credits] == \
                 [("989121110001", 100_000, request["37"])]
             assert credits[0].operator_ref in answer["48"]
-            view = await switch.journal.find(MELLI, request["37"], switch.flow.calendar.day_of(utcnow()))
+            view = await switch.journal.find(MELLI, request["37"], switch.core.calendar.day_of(utcnow()))
             assert view.state == "approved" and view.operator_ref == credits[0].operator_ref
             await bank.close()
     run(scenario())
@@ -76,7 +76,7 @@ def test_timeout_answers_91_and_a_late_answer_is_journaled_against_its_transacti
             bank = await BankClient.connect(switch.port)
             request = top_up("000001")
             assert (await bank.request(request))["39"] == "91"
-            day = switch.flow.calendar.day_of(utcnow())
+            day = switch.core.calendar.day_of(utcnow())
             assert (await switch.journal.find(MELLI, request["37"], day)).state == "unknown"
             await asyncio.sleep(0.6)  # the operator's approval arrives late
             view = await switch.journal.find(MELLI, request["37"], day)

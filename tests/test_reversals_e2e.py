@@ -114,7 +114,7 @@ def test_a_0400_outside_the_reversal_window_gets_12_but_a_0420_is_taken(journal)
             bank = await BankClient.connect(switch.port)
             original = top_up("000001")
             assert (await bank.request(original))["39"] == "00"
-            switch.flow.calendar.day_of = lambda moment, real=switch.flow.calendar.day_of: real(moment) + timedelta(days=1)
+            switch.core.calendar.day_of = lambda moment, real=switch.core.calendar.day_of: real(moment) + timedelta(days=1)
             assert (await bank.request(reversal_of(original, "000002")))["39"] == "12"
             assert (await bank.request(reversal_of(original, "000003", "0420")))["39"] == "00"
             await wait_for_state(switch, original["37"], "reversed")
@@ -172,7 +172,7 @@ def test_a_request_sent_by_a_process_that_died_is_recovered_and_reversed(journal
             # What a crashed process leaves behind: the intake, routed and sent, and nothing else.
             now = utcnow()
             lost = Intake(txn_id="d" * 32, received_at=now - timedelta(seconds=2),
-                          business_day=switch.flow.calendar.day_of(now), mti="0200", acquirer_id=MELLI,
+                          business_day=switch.core.calendar.day_of(now), mti="0200", acquirer_id=MELLI,
                           tracking_code="CRASHED00001", stan="000001", transmitted_at="1122101010",
                           terminal_id="TERM0001", merchant_id=None, card_masked=None, msisdn="989121110001",
                           amount=100_000, currency="364", channel=None, uses_key=True, routed_operator="MCI",

@@ -36,7 +36,7 @@ def test_approved_top_up_is_answered_0210_00_and_journaled(journal):
             credits = list(switch.simulators["MCI"].ledger.values())
             assert [(c.tracking_code, c.msisdn, c.amount) for c in credits] == \
                 [(request["37"], "989121110001", 100_000)]
-            view = await switch.journal.find(MELLI, request["37"], switch.flow.calendar.day_of(utcnow()))
+            view = await switch.journal.find(MELLI, request["37"], switch.core.calendar.day_of(utcnow()))
             assert view.state == "approved" and view.response_code == "00"
             assert view.operator_id == "MCI" and view.card_masked == "603799******7890"
             assert view.msisdn == "989121110001" and view.channel == "WEB"
@@ -192,7 +192,7 @@ def test_operator_timeout_answers_91_and_journals_unknown(journal):
             assert answer["39"] == "91"
             summary = await switch.journal.summary()
             assert summary == {"91": 1}
-            view = await switch.journal.find(MELLI, request["37"], switch.flow.calendar.day_of(utcnow()))
+            view = await switch.journal.find(MELLI, request["37"], switch.core.calendar.day_of(utcnow()))
             assert view.state == "unknown"
             await bank.close()
     run(scenario())

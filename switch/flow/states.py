@@ -8,6 +8,9 @@ a bug on our side and raises `IllegalTransition`.
     (intake) -> refused | declined | approved | unknown | inquiry
     approved -> reversal_pending        an acquirer's 0400/0420
     approved -> unknown                 an approval whose record was late: compensated by a reversal
+    approved, declined -> reversed | reversal_failed | resolved
+                                        an acquirer's reversal stored while another process still held
+                                        the original, which then ended (see docs/transactions.md)
     unknown, reversal_pending -> reversed | reversal_failed     store-and-forward at the operator
     reversed -> unknown                 a late approval after "nothing to reverse": reversed again
     unknown, reversal_pending, reversal_failed -> resolved      a person settled it by other means
@@ -33,16 +36,17 @@ class TxnState(StrEnum):
 
 
 S = TxnState
+_REVERSAL_ENDS = frozenset({S.REVERSED, S.REVERSAL_FAILED, S.RESOLVED})
 TRANSITIONS: dict[TxnState | None, frozenset[TxnState]] = {
     None: frozenset({S.REFUSED, S.DECLINED, S.APPROVED, S.UNKNOWN, S.INQUIRY,
                      S.REVERSAL_PENDING}),  # reversal_pending: held by another process, reversed before it ends
-    S.APPROVED: frozenset({S.REVERSAL_PENDING, S.UNKNOWN}),
-    S.UNKNOWN: frozenset({S.REVERSED, S.REVERSAL_FAILED, S.RESOLVED}),
-    S.REVERSAL_PENDING: frozenset({S.REVERSED, S.REVERSAL_FAILED, S.RESOLVED}),
+    S.APPROVED: frozenset({S.REVERSAL_PENDING, S.UNKNOWN}) | _REVERSAL_ENDS,
+    S.DECLINED: _REVERSAL_ENDS,
+    S.UNKNOWN: _REVERSAL_ENDS,
+    S.REVERSAL_PENDING: _REVERSAL_ENDS,
     S.REVERSAL_FAILED: frozenset({S.RESOLVED}),
     S.REVERSED: frozenset({S.UNKNOWN}),
     S.REFUSED: frozenset(),
-    S.DECLINED: frozenset(),
     S.INQUIRY: frozenset(),
     S.RESOLVED: frozenset(),
 }

@@ -419,6 +419,23 @@ class OperatorPool:
             await asyncio.sleep(0.02)
         return self.is_up
 
+    # Provider (shim until the provider work lands)
+    @property
+    def id(self) -> str:
+        return self.operator.id
+
+    def next_reference(self) -> str:
+        return self.next_stan()
+
+    async def top_up(self, topup: TopUp) -> OperatorAnswer:
+        return await self.pick().top_up(topup)
+
+    async def reverse(self, reversal: OperatorReversal) -> ReversalAnswer:
+        return await self.pick().reverse(reversal)
+
+    def is_nothing_to_reverse(self, code: str) -> bool:
+        return code in ("25", "480", "NOT_FOUND")
+
     def pick(self) -> OperatorLink:
         best: OperatorLink | None = None
         cap = self.operator.max_in_flight

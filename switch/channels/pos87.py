@@ -1,34 +1,34 @@
-"""The POS listener: pos87 terminals (INTERFACES.md 1.2).
+"""The pos87 channel: POS terminals over IP (INTERFACES.md 1.2).
 
 A terminal sends one request at a time, each framed with a 2-byte length and a
 TPDU; the answer carries the TPDU with source and destination swapped. Every
 message from a terminal except 0800 must carry a retail MAC under the
 terminal's key: a wrong or missing MAC is answered 63 (without a MAC), recorded
-as a refusal, and never reaches an operator or the float. Answers carry a MAC
-except those with 39 = 63. A connection with no request for `idle_timeout`
-seconds is closed. The transaction itself is `TopUpFlow`'s business, the same
-as for banks.
+as a refusal that does not use its (32, 37) (INTERFACES.md 1.5: an unauthenticated
+message proves nothing), and never reaches an operator or the float. Answers carry a
+MAC except those with 39 = 63. A connection with no request for `idle_timeout`
+seconds is closed. The transaction itself is the core's business, the same as for
+banks; `switch.channels.iso` translates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 from collections import deque
 
-from switch.clock import utcnow
+from switch.channels.iso import HANDLED, IsoTranslator, is_request, undecodable_answer
 from switch.config import AcquirerConfig, PosListenerConfig, TerminalConfig
 from switch.errors import RemoteProtocolError
-from switch.topup import FORMAT_ERROR, TopUpFlow, is_request, response_mti
-from switch.wire import load_dialect
+from switch.flow.codes import ResponseCode
+from switch.flow.core import TransactionCore
+from switch.flow.messages import Kind, Payer, PayerKind
+from switch.wire import Dialect
 from switch.wire import mac, tpdu
 
 log = logging.getLogger("airswitch.pos")
 
-SECURITY_VIOLATION = "63"
-HANDLED = frozenset({"0800", "0100", "0200", "0201", "0400", "0420", "0421"})
+SALES_CHANNEL = "POS"   # 48 CH when the terminal does not say
 
 
 class PosDirectory:
@@ -39,17 +39,19 @@ class PosDirectory:
 
     def replace(self, terminals: list[TerminalConfig], acquirers: list[AcquirerConfig]) -> None:
         by_id = {acquirer.institution_id: acquirer for acquirer in acquirers}
-        self.terminals = {t.terminal_id: (t, by_id[t.acquirer], mac.key_from_hex(t.key)) for t in terminals}
+        self.terminals = {t.terminal_id: (Payer(kind=PayerKind.TERMINAL, acquirer=by_id[t.acquirer], terminal=t),
+                                          mac.key_from_hex(t.key)) for t in terminals}
 
 
 class PosConnection(asyncio.Protocol):
-    def __init__(self, flow: TopUpFlow, directory: PosDirectory, listener: PosListenerConfig,
-                 tasks: set[asyncio.Task]):
-        self.flow = flow
+    def __init__(self, core: TransactionCore, dialect: Dialect, translator: IsoTranslator,
+                 directory: PosDirectory, listener: PosListenerConfig, tasks: set[asyncio.Task]):
+        self.core = core
+        self.dialect = dialect
+        self.translator = translator
         self.directory = directory
         self.listener = listener
         self.tasks = tasks
-        self.dialect = load_dialect("pos87")
         self.decoder = tpdu.frame_decoder(listener.max_frame)
         self.frames: deque[bytes] = deque()
         self.busy = False
@@ -108,57 +110,62 @@ class PosConnection(asyncio.Protocol):
 
     async def _serve(self, frame: bytes) -> None:
         try:
-            header, message = tpdu.split_tpdu(frame)
+            header, payload = tpdu.split_tpdu(frame)
         except RemoteProtocolError as exc:
             log.warning("%s: %s; dropped", self.peer, exc)
             return
         try:
-            request = self.dialect.decode(message)
+            message = self.dialect.decode(payload)
         except RemoteProtocolError as exc:
-            partial = getattr(exc, "partial", {})
-            if all(key in partial for key in ("t", "11", "37")) and is_request(partial["t"]):
+            reply = undecodable_answer(getattr(exc, "partial", {}))
+            if reply is not None:
                 log.warning("%s: message does not decode (%s): answering 30", self.peer, exc)
-                self._send(header, {"t": response_mti(partial["t"]), "11": partial["11"], "37": partial["37"],
-                                    "39": FORMAT_ERROR}, None)
+                self._send(header, reply, None)
             else:
                 log.warning("%s: message does not decode and cannot be answered (%s); dropped", self.peer, exc)
             return
-        mti = request["t"]
+        mti = message["t"]
         if not is_request(mti):
             log.warning("%s: MTI %s is not a request; dropped", self.peer, mti)
             return
         if mti == "0800":
-            self._send(header, self.flow.network(request), None)   # network messages carry no MAC
+            self._send(header, self.translator.network(message), None)   # network messages carry no MAC
             return
-        registered = self.directory.terminals.get(request.get("41", ""))
+        registered = self.directory.terminals.get(message.get("41", ""))
         if registered is None:
-            log.warning("%s: terminal %r is not registered: 63", self.peer, request.get("41"))
-            self._send(header, self.flow.answer(request, SECURITY_VIOLATION), None)
+            log.warning("%s: terminal %r is not registered: 63", self.peer, message.get("41"))
+            self._send(header, self.translator.refusal(message, ResponseCode.SECURITY_VIOLATION), None)
             return
-        terminal, acquirer, key = registered
-        if mac.mac_required(request) and not mac.verify(self.dialect, message, request, key):
-            log.warning("%s: terminal %s: MAC wrong or missing: 63", self.peer, terminal.terminal_id)
-            await self._refuse(request, SECURITY_VIOLATION)
-            self._send(header, self.flow.answer(request, SECURITY_VIOLATION), None)
+        payer, key = registered
+        if mac.mac_required(message) and not mac.verify(self.dialect, payload, message, key):
+            log.warning("%s: terminal %s: MAC wrong or missing: 63", self.peer, payer.terminal.terminal_id)
+            await self._refuse_unauthenticated(message, payer)
+            self._send(header, self.translator.refusal(message, ResponseCode.SECURITY_VIOLATION), None)
             return
         if mti not in HANDLED:
-            self._send(header, self.flow.answer(request, "12"), key)
+            self._send(header, self.translator.refusal(message, ResponseCode.INVALID_TXN), key)
             return
-        request = {**request, "48": request.get("48") or "CH003POS"}
         try:
-            answer = await self.flow.handle(request, acquirer, True, terminal)
+            reply = await self._answer(message, payer)
         except Exception:
-            log.exception("%s: terminal %s: request MTI %s STAN %s failed: 96", self.peer, terminal.terminal_id,
-                          mti, request.get("11"))
-            answer = self.flow.answer(request, "96")
-        if answer is not None:
-            self._send(header, answer, key)
+            log.exception("%s: terminal %s: request MTI %s STAN %s failed: 96", self.peer,
+                          payer.terminal.terminal_id, mti, message.get("11"))
+            reply = self.translator.refusal(message, ResponseCode.MALFUNCTION)
+        self._send(header, reply, key)
 
-    async def _refuse(self, request: dict, code: str) -> None:
-        """A refusal leaves a record and nothing else (no key, no float, no operator)."""
-        received_at = utcnow()
-        await self.flow.refuse(request, uuid.uuid4().hex, received_at, self.flow.calendar.day_of(received_at),
-                               time.perf_counter(), code, None)
+    async def _answer(self, message: dict, payer: Payer) -> dict:
+        kind = self.translator.kind_of(message)
+        if isinstance(kind, ResponseCode):
+            return self.translator.refusal(message, kind)
+        request = self.translator.request(message, *kind, payer, sales_channel=SALES_CHANNEL)
+        return self.translator.answer(message, await self.core.handle(request))
+
+    async def _refuse_unauthenticated(self, message: dict, payer: Payer) -> None:
+        """A refusal leaves a record and nothing else: no key used, no float, no operator."""
+        kind = self.translator.kind_of(message)
+        request = self.translator.request(message, Kind.TOP_UP if isinstance(kind, ResponseCode) else kind[0], None,
+                                          payer, sales_channel=SALES_CHANNEL)
+        await self.core.engine.refuse(request, ResponseCode.SECURITY_VIOLATION)
 
     def _send(self, header: tpdu.Tpdu, answer: dict, key: bytes | None) -> None:
         if self.transport.is_closing():

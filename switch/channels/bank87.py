@@ -1,9 +1,10 @@
-"""The acquirer listener: bank87 connections from banks and PSPs.
+"""The bank87 channel: host-to-host connections from banks and PSPs (INTERFACES.md 1.1).
 
 A thin asyncio protocol over the pure framing and codec: it identifies the
 acquirer by the peer's address, cuts frames, decodes, starts one task per
 request (many in flight per connection, answers in completion order) and
-writes answers back. The transaction itself is `TopUpFlow`'s business.
+writes answers back. Sign-on is per connection. The transaction itself is the
+core's business (`switch.flow.core`); `switch.channels.iso` translates.
 
 Flow control: above `max_in_flight_per_connection` requests in flight the
 connection stops reading until answers drain (uvicorn's high-water mark).
@@ -15,14 +16,16 @@ import asyncio
 import ipaddress
 import logging
 
+from switch.channels.iso import HANDLED, SIGN_OFF, SIGN_ON, IsoTranslator, is_request, undecodable_answer
 from switch.config import AcquirerConfig, ListenerConfig
 from switch.errors import RemoteProtocolError
+from switch.flow.codes import ResponseCode
+from switch.flow.core import TransactionCore
+from switch.flow.messages import Payer, PayerKind
 from switch.outbox import Outbox
-from switch.topup import FORMAT_ERROR, INVALID_TXN, TopUpFlow, is_request, response_mti
+from switch.wire import Dialect
 
 log = logging.getLogger("airswitch.acquirer")
-
-HANDLED = frozenset({"0800", "0100", "0200", "0201", "0400", "0420", "0421"})
 
 
 class AcquirerDirectory:
@@ -48,15 +51,17 @@ class AcquirerDirectory:
 
 
 class AcquirerConnection(asyncio.Protocol):
-    def __init__(self, flow: TopUpFlow, directory: AcquirerDirectory, listener: ListenerConfig,
-                 tasks: set[asyncio.Task]):
-        self.flow = flow
+    def __init__(self, core: TransactionCore, dialect: Dialect, translator: IsoTranslator,
+                 directory: AcquirerDirectory, listener: ListenerConfig, tasks: set[asyncio.Task]):
+        self.core = core
+        self.dialect = dialect
+        self.translator = translator
         self.directory = directory
         self.listener = listener
         self.tasks = tasks  # the switch's, so shutdown can drain every connection's work
-        self.dialect = flow.dialect
         self.decoder = self.dialect.frame_decoder(listener.max_frame)
         self.acquirer: AcquirerConfig | None = None
+        self.payer: Payer | None = None
         self.peer = "?"
         self.signed_on = False
         self.in_flight = 0
@@ -75,6 +80,7 @@ class AcquirerConnection(asyncio.Protocol):
             log.warning("%s: no acquirer allows this address; closing", self.peer)
             transport.close()
             return
+        self.payer = Payer(kind=PayerKind.ACQUIRER, acquirer=self.acquirer)
         log.info("%s: connected as %s (%s)", self.peer, self.acquirer.name, self.acquirer.institution_id)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -90,7 +96,7 @@ class AcquirerConnection(asyncio.Protocol):
             frames = self.decoder.feed(data)
         except RemoteProtocolError as exc:
             log.warning("%s: %s; closing the connection", self.peer, exc)
-            self.transport.close()
+            self.transport.close()   # a broken byte stream (exc.closes_connection): nothing after it is trusted
             return
         self._watch_partial_frame(progressed=bool(frames))
         for frame in frames:
@@ -99,48 +105,59 @@ class AcquirerConnection(asyncio.Protocol):
     # -- messages --------------------------------------------------------------------
     def _take(self, frame: bytes) -> None:
         try:
-            request = self.dialect.decode(frame)
+            message = self.dialect.decode(frame)
         except RemoteProtocolError as exc:
-            partial = getattr(exc, "partial", {})
-            if all(key in partial for key in ("t", "11", "37")) and is_request(partial["t"]):
+            # One message that does not decode: the frame boundary held, the connection survives.
+            reply = undecodable_answer(getattr(exc, "partial", {}))
+            if reply is not None:
                 log.warning("%s: message does not decode (%s): answering 30", self.peer, exc)
-                self._send({"t": response_mti(partial["t"]), "11": partial["11"], "37": partial["37"],
-                            "39": FORMAT_ERROR})
+                self._send(reply)
             else:
                 log.warning("%s: message does not decode and cannot be answered (%s); dropped", self.peer, exc)
             return
-        mti = request["t"]
+        mti = message["t"]
         if not is_request(mti):
             log.warning("%s: MTI %s is not a request; dropped", self.peer, mti)
             return
         if mti not in HANDLED:
             log.info("%s: MTI %s not handled: answering 12", self.peer, mti)
-            self._send(self.flow.answer(request, INVALID_TXN))
+            self._send(self.translator.refusal(message, ResponseCode.INVALID_TXN))
             return
-        if mti == "0800" and request.get("70") in ("001", "002"):
-            self.signed_on = request["70"] == "001"
+        if mti == "0800":
+            if message.get("70") in (SIGN_ON, SIGN_OFF):
+                self.signed_on = message["70"] == SIGN_ON
+            self._send(self.translator.network(message))
+            return
         self.in_flight += 1
         if self.in_flight >= self.listener.max_in_flight_per_connection and not self.paused:
             self.paused = True
             self.transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._process(request))
+        task = asyncio.get_running_loop().create_task(self._process(message))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _process(self, request: dict) -> None:
+    async def _process(self, message: dict) -> None:
         try:
-            answer = await self.flow.handle(request, self.acquirer, self.signed_on)
+            reply = await self._answer(message)
         except Exception:
-            log.exception("%s: request MTI %s STAN %s failed", self.peer, request.get("t"), request.get("11"))
-            answer = self.flow.answer(request, "96")
+            log.exception("%s: request MTI %s STAN %s failed", self.peer, message.get("t"), message.get("11"))
+            reply = self.translator.refusal(message, ResponseCode.MALFUNCTION)
         finally:
             self.in_flight -= 1
             if self.paused and self.in_flight <= self.listener.max_in_flight_per_connection // 2:
                 self.paused = False
                 if not self.transport.is_closing():
                     self.transport.resume_reading()
-        if answer is not None:
-            self._send(answer)
+        self._send(reply)
+
+    async def _answer(self, message: dict) -> dict:
+        if self.acquirer.sign_on_required and not self.signed_on:
+            return self.translator.refusal(message, ResponseCode.UNAVAILABLE)
+        kind = self.translator.kind_of(message)
+        if isinstance(kind, ResponseCode):
+            return self.translator.refusal(message, kind)
+        request = self.translator.request(message, *kind, self.payer)
+        return self.translator.answer(message, await self.core.handle(request))
 
     def _send(self, answer: dict) -> None:
         if self.transport.is_closing():

@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
+from typing import Awaitable, Callable, Mapping
 
 from switch.clock import utcnow
 from switch.config import ReversalConfig
+from switch.flow.codes import ResponseCode
+from switch.flow.states import TxnState, check_transition
 from switch.journal import Journal, JournalError, Outcome, PendingReversal, Reversal, ReversalUpdate
-from switch.providers.base import OperatorReversal
-from switch.providers.link import NoAnswer, NoLiveLink, OperatorPool
+from switch.providers.base import NoAnswer, NotSent, OperatorReversal, Provider
 
 log = logging.getLogger("airswitch.reversals")
 
@@ -36,16 +38,17 @@ LEAD_RETRY = 2.0                        # seconds between attempts to take the l
 
 
 class ReversalForwarder:
-    def __init__(self, journal: Journal, operators: dict[str, OperatorPool], config: ReversalConfig):
+    def __init__(self, journal: Journal, providers: Mapping[str, Provider], config: ReversalConfig,
+                 on_reversed: Callable[[str], Awaitable[bool]]):
         self.journal = journal
-        self.operators = operators
+        self.providers = providers
         self.config = config
+        self.on_reversed = on_reversed  # (txn_id) -> returned the payer's float (True: done, False: try again)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._scanned_until: datetime | None = None
         self._last_scan = 0.0
         self._paused = False
-        self.on_reversed = None  # coroutine function(txn_id) -> bool: return the payer's float (True: done)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="reversal forwarder")
@@ -107,21 +110,21 @@ class ReversalForwarder:
             txn_id=pending.txn_id, tracking_code=pending.tracking_code, msisdn=pending.msisdn or "",
             amount=pending.amount or 0, currency=pending.currency or "", original_stan=pending.operator_stan or "000000",
             original_sent_at=pending.operator_sent_at or pending.created_at, attempt=pending.attempts)
-        pool = self.operators.get(pending.operator_id)
+        provider = self.providers.get(pending.operator_id)
         try:
-            if pool is None:
-                raise NoLiveLink(f"operator {pending.operator_id} is not configured")
-            answer = await pool.pick().reverse(reversal)
-        except (NoAnswer, NoLiveLink) as exc:
+            if provider is None:
+                raise NotSent(f"operator {pending.operator_id} is not configured")
+            answer = await provider.reverse(reversal)
+        except (NoAnswer, NotSent) as exc:
             error, code = str(exc), None
         else:
             if answer.settled:
                 # The payer's float first: it is idempotent, and a reversal whose float could not be returned
                 # stays pending and is tried again.
-                if self.on_reversed is not None and not await self.on_reversed(pending.txn_id):
+                if not await self.on_reversed(pending.txn_id):
                     error, code = "operator reversed it but the float could not be returned yet", answer.operator_code
                 else:
-                    await self._finish(pending, attempts, "done", "reversed", "reversal_done", answer.operator_code,
+                    await self._finish(pending, attempts, "done", TxnState.REVERSED, "reversal_done", answer.operator_code,
                                        None)
                     log.info("txn %s: reversed at %s (%s) after %d attempt(s)", pending.txn_id, pending.operator_id,
                              answer.operator_code, attempts)
@@ -131,7 +134,8 @@ class ReversalForwarder:
         if attempts >= self.config.max_attempts:
             log.critical("txn %s: reversal at %s failed %d times (%s): needs manual reconciliation",
                          pending.txn_id, pending.operator_id, attempts, error)
-            await self._finish(pending, attempts, "failed", "reversal_failed", "reversal_failed", code, error)
+            await self._finish(pending, attempts, "failed", TxnState.REVERSAL_FAILED, "reversal_failed", code,
+                               error)
             return
         delay = min(self.config.backoff_max, self.config.backoff_start * 2 ** (attempts - 1))
         log.warning("txn %s: reversal at %s not settled (%s); attempt %d, next in %.0fs", pending.txn_id,
@@ -140,7 +144,7 @@ class ReversalForwarder:
             txn_id=pending.txn_id, state="pending", attempts=attempts,
             next_attempt_at=utcnow() + timedelta(seconds=delay), last_error=error, operator_code=code))
 
-    async def _finish(self, pending: PendingReversal, attempts: int, queue_state: str, txn_state: str,
+    async def _finish(self, pending: PendingReversal, attempts: int, queue_state: str, txn_state: TxnState,
                       event: str, code: str | None, error: str | None) -> None:
         await finish_reversal(self.journal, pending, attempts, queue_state, txn_state, event, code, error)
 
@@ -154,7 +158,8 @@ class ReversalForwarder:
             log.warning("txn %s: sent to %s at %s and never finished (a crash): outcome unknown, reversal queued",
                         orphan.txn_id, orphan.routed_operator, orphan.operator_sent_at)
             await self.journal.record_outcome(
-                Outcome(txn_id=orphan.txn_id, ended_at=utcnow(), state="unknown", response_code="91",
+                Outcome(txn_id=orphan.txn_id, ended_at=utcnow(), state=check_transition(None, TxnState.UNKNOWN),
+                        response_code=ResponseCode.UNAVAILABLE,
                         operator_id=orphan.routed_operator, operator_ref=None, approval_code=None, operator_code=None,
                         latency_ms=0.0, event="recovered"),
                 Reversal(txn_id=orphan.txn_id, operator_id=orphan.routed_operator, reason="crash_recovery",
@@ -169,12 +174,13 @@ class ReversalForwarder:
 
 
 async def finish_reversal(journal: Journal, pending: PendingReversal, attempts: int, queue_state: str,
-                          txn_state: str, event: str, code: str | None, error: str | None) -> None:
+                          txn_state: TxnState, event: str, code: str | None, error: str | None) -> None:
     """End a stored reversal and move its transaction to its next state, in one commit."""
     original = await journal.transaction(pending.txn_id)
     outcome = Outcome(
-        txn_id=pending.txn_id, ended_at=utcnow(), state=txn_state,
-        response_code=(original.response_code if original and original.response_code else "91"),
+        txn_id=pending.txn_id, ended_at=utcnow(),
+        state=check_transition(original.state if original else TxnState.UNKNOWN, txn_state),
+        response_code=(original.response_code if original and original.response_code else ResponseCode.UNAVAILABLE),
         operator_id=pending.operator_id, operator_ref=original.operator_ref if original else None,
         approval_code=original.approval_code if original else None, operator_code=code, latency_ms=0.0,
         event=event)
@@ -188,6 +194,6 @@ async def resolve_reversal(journal: Journal, txn_id: str, note: str) -> bool:
     owed = [r for r in await journal.reversals(("failed", "pending"), limit=100_000) if r.txn_id == txn_id]
     if not owed:
         return False
-    await finish_reversal(journal, owed[0], owed[0].attempts, "resolved", "resolved", "manual_resolution", None,
-                          note)
+    await finish_reversal(journal, owed[0], owed[0].attempts, "resolved", TxnState.RESOLVED, "manual_resolution",
+                          None, note)
     return True

@@ -1,4 +1,4 @@
-"""The fast first line against duplicates: a bounded window of recent dedupe keys.
+"""Dedupe, the fast first line against duplicates: a bounded window of recent dedupe keys.
 
 The authority is the journal's unique key on (acquirer, tracking code, business
 day), committed before a request goes to an operator. This window only turns an
@@ -16,6 +16,10 @@ from collections import OrderedDict
 from datetime import date
 
 from aiocache import Cache
+
+from switch.flow.codes import ResponseCode
+from switch.flow.in_flight import InFlight
+from switch.flow.transaction import Transaction
 
 REDIS_KEY_TTL = 26 * 3600  # a business day plus slack for clock skew and cutover
 
@@ -58,3 +62,23 @@ class DedupeWindow:
     async def close(self) -> None:
         if self._cache is not None:
             await self._cache.close()
+
+
+class Dedupe:
+    """Claims the key in the window (94 if it is there: not journaled under the key), then holds
+    it in flight here until the transaction ends, for repeats and reversals to wait on."""
+
+    def __init__(self, window: DedupeWindow, in_flight: InFlight) -> None:
+        self.window = window
+        self.in_flight = in_flight
+
+    async def prepare(self, txn: Transaction) -> ResponseCode | None:
+        if not await self.window.claim(txn.key):
+            return ResponseCode.DUPLICATE
+        self.in_flight.begin(txn.key)
+        txn.in_flight = True
+        return None
+
+    async def end(self, txn: Transaction) -> None:
+        if txn.in_flight:
+            self.in_flight.end(txn.key, txn if txn.state is not None else None)

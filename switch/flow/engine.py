@@ -1,0 +1,90 @@
+"""The engine: runs one transaction through its participants, in the manner of jPOS's
+transaction manager, without its size.
+
+Each participant has two steps:
+
+- `prepare(txn)`: do its part. Returns None to go on, a `ResponseCode` to refuse the
+  transaction with that code, or an `Answer` to answer as is with nothing recorded (a
+  repeat's replay). The last participant decides the state (`txn.decide`).
+- `end(txn)`: called once for every participant whose `prepare` ran, in reverse order,
+  when the transaction has ended, whatever ended it: it keeps or gives back what its
+  prepare took, by the transaction's state (capture a hold on approval, keep it while the
+  outcome is unknown, release it otherwise). Its own failures are its to log.
+
+A transaction that ends before its intake holds the dedupe key is recorded here as a
+refusal that uses no key; after that, the journal participant's `end` records the
+outcome, so no answer leaves before its record is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, Sequence
+
+from switch.clock import BusinessCalendar
+from switch.flow.codes import ResponseCode
+from switch.flow.messages import Answer, Request
+from switch.flow.states import TxnState
+from switch.flow.transaction import Transaction
+from switch.journal import Journal, JournalError
+from switch.errors import LocalProtocolError
+
+log = logging.getLogger("airswitch.flow")
+
+Step = ResponseCode | Answer | None
+
+
+class Participant(Protocol):
+    async def prepare(self, txn: Transaction) -> Step:
+        """Do this participant's part; None to go on."""
+
+    async def end(self, txn: Transaction) -> None:
+        """Keep or give back what prepare took, by txn.state (None: ended by a bug, outcome unknown)."""
+
+
+class Engine:
+    def __init__(self, journal: Journal, calendar: BusinessCalendar) -> None:
+        self.journal = journal
+        self.calendar = calendar
+
+    def transaction(self, request: Request) -> Transaction:
+        return Transaction(request, self.calendar.day_of)
+
+    async def run(self, request: Request, participants: Sequence[Participant]) -> Answer:
+        txn = self.transaction(request)
+        prepared: list[Participant] = []
+        step: Step = None
+        try:
+            for participant in participants:
+                prepared.append(participant)
+                step = await participant.prepare(txn)
+                if step is not None:
+                    break
+            if isinstance(step, Answer):
+                return step
+            if step is not None:
+                txn.decide(TxnState.REFUSED, step)
+            elif txn.state is None:
+                raise LocalProtocolError(f"txn {txn.txn_id}: the participants ended without a decision")
+        finally:
+            # Also on an exception (a bug): then txn.state is None and every participant keeps what it
+            # holds, as for an unknown outcome; orphan recovery reverses the request if it was sent.
+            for participant in reversed(prepared):
+                await participant.end(txn)
+        if not txn.journaled:
+            await self.record_refusal(txn)
+        return txn.answer()
+
+    async def record_refusal(self, txn: Transaction) -> None:
+        """A transaction turned away before its intake held the dedupe key: both records, no key."""
+        try:
+            await self.journal.record_refusal(txn.intake(uses_key=False), txn.outcome())
+        except JournalError as exc:
+            log.error("txn %s: refusal %s not journaled: %s", txn.txn_id, txn.response_code, exc)
+
+    async def refuse(self, request: Request, code: ResponseCode) -> Answer:
+        """Turn a request away at once, recorded, without a participant (reversals, a bad MAC)."""
+        txn = self.transaction(request)
+        txn.decide(TxnState.REFUSED, code)
+        await self.record_refusal(txn)
+        return txn.answer()
