@@ -14,7 +14,7 @@ from routing import Router
 from switch.clock import BusinessCalendar
 from switch.config import SwitchConfig
 from switch.errors import LocalProtocolError
-from switch.flow.engine import Engine
+from switch.flow.engine import Chain, Engine
 from switch.flow.in_flight import InFlight
 from switch.flow.inquiry import inquire
 from switch.flow.messages import Answer, Kind, Request
@@ -54,7 +54,7 @@ class TransactionCore:
         self.router = router
         self.float_hold.pricing = config.pricing
         self.reversals.window_days = config.reversals.window_days
-        self.top_up = (
+        self.top_up = Chain(
             Validate(),                                   # 30, 57                  before the key
             Repeat(self.journal, self.in_flight),         # a 0201's replay
             Admission(self.in_flight, config.max_in_flight),  # 91 when over the cap
@@ -66,7 +66,7 @@ class TransactionCore:
             self.float_hold,                              # 51; capture or release at the end
             ProviderCall(),                               # send, await: 00, 05..., 91 (unknown: reversal)
         )
-        self.balance = (
+        self.balance = Chain(
             Validate(),
             Dedupe(self.window, self.in_flight),
             Journaling(self.journal),

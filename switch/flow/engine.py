@@ -1,15 +1,16 @@
 """The engine: runs one transaction through its participants, in the manner of jPOS's
 transaction manager, without its size.
 
-Each participant has two steps:
+A participant has one or two steps:
 
 - `prepare(txn)`: do its part. Returns None to go on, a `ResponseCode` to refuse the
   transaction with that code, or an `Answer` to answer as is with nothing recorded (a
   repeat's replay). The last participant decides the state (`txn.decide`).
-- `end(txn)`: called once for every participant whose `prepare` ran, in reverse order,
-  when the transaction has ended, whatever ended it: it keeps or gives back what its
-  prepare took, by the transaction's state (capture a hold on approval, keep it while the
-  outcome is unknown, release it otherwise). Its own failures are its to log.
+- `end(txn)`, its undo, for a participant that takes something: called once for every
+  participant whose `prepare` ran, in reverse order, when the transaction has ended,
+  whatever ended it: it keeps or gives back what its prepare took, by the transaction's
+  state (capture a hold on approval, keep it while the outcome is unknown, release it
+  otherwise). Its own failures are its to log. A participant that takes nothing has none.
 
 A transaction that ends before its intake holds the dedupe key is recorded here as a
 refusal that uses no key; after that, the journal participant's `end` records the
@@ -19,7 +20,7 @@ outcome, so no answer leaves before its record is durable.
 from __future__ import annotations
 
 import logging
-from typing import Protocol, Sequence
+from typing import Protocol, runtime_checkable
 
 from switch.clock import BusinessCalendar
 from switch.flow.codes import ResponseCode
@@ -38,8 +39,21 @@ class Participant(Protocol):
     async def prepare(self, txn: Transaction) -> Step:
         """Do this participant's part; None to go on."""
 
+
+@runtime_checkable
+class UndoingParticipant(Participant, Protocol):
     async def end(self, txn: Transaction) -> None:
         """Keep or give back what prepare took, by txn.state (None: ended by a bug, outcome unknown)."""
+
+
+class Chain:
+    """The participants of one kind of transaction, in order (built once, run for every request)."""
+
+    def __init__(self, *participants: Participant) -> None:
+        self.participants = participants
+        # (prepare, end or None), bound once: the engine runs these for every request.
+        self.steps = tuple((p.prepare, p.end if isinstance(p, UndoingParticipant) else None)
+                           for p in participants)
 
 
 class Engine:
@@ -50,14 +64,15 @@ class Engine:
     def transaction(self, request: Request) -> Transaction:
         return Transaction(request, self.calendar.day_of)
 
-    async def run(self, request: Request, participants: Sequence[Participant]) -> Answer:
+    async def run(self, request: Request, chain: Chain) -> Answer:
         txn = self.transaction(request)
-        prepared: list[Participant] = []
+        ends: list = []
         step: Step = None
         try:
-            for participant in participants:
-                prepared.append(participant)
-                step = await participant.prepare(txn)
+            for prepare, end in chain.steps:
+                if end is not None:
+                    ends.append(end)
+                step = await prepare(txn)
                 if step is not None:
                     break
             if isinstance(step, Answer):
@@ -69,8 +84,8 @@ class Engine:
         finally:
             # Also on an exception (a bug): then txn.state is None and every participant keeps what it
             # holds, as for an unknown outcome; orphan recovery reverses the request if it was sent.
-            for participant in reversed(prepared):
-                await participant.end(txn)
+            for end in reversed(ends):
+                await end(txn)
         if not txn.journaled:
             await self.record_refusal(txn)
         return txn.answer()

@@ -20,6 +20,3 @@ class Admission:
         if len(self.in_flight) >= self.max_in_flight:
             return ResponseCode.UNAVAILABLE
         return None
-
-    async def end(self, txn: Transaction) -> None:
-        pass

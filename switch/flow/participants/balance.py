@@ -28,6 +28,3 @@ class BalanceLookup:
         txn.balance = Balance(ledger=balance.balance, available=balance.available)
         txn.decide(TxnState.INQUIRY, ResponseCode.APPROVED)
         return None
-
-    async def end(self, txn: Transaction) -> None:
-        pass

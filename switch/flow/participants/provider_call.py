@@ -34,8 +34,6 @@ class ProviderReference:
                               currency=request.currency, stan=txn.provider.next_reference(), sent_at=utcnow())
         return None
 
-    async def end(self, txn: Transaction) -> None:
-        pass
 
 
 class ProviderCall:
@@ -62,6 +60,3 @@ class ProviderCall:
         else:
             txn.decide(TxnState.DECLINED, answer.response_code)
         return None
-
-    async def end(self, txn: Transaction) -> None:
-        pass

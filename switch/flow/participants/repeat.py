@@ -65,6 +65,3 @@ class Repeat:
         if stored.response_code == ResponseCode.APPROVED:
             return approval(stored.approval_code, stored.operator_id, stored.operator_ref)
         return Answer(response_code=ResponseCode(stored.response_code))
-
-    async def end(self, txn: Transaction) -> None:
-        pass

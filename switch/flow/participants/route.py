@@ -39,6 +39,3 @@ class Route:
         if not self.router.check_amount(route.operator, request.amount, request.currency):
             txn.refusal = ResponseCode.INVALID_AMOUNT
         return None
-
-    async def end(self, txn: Transaction) -> None:
-        pass

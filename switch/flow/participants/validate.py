@@ -32,6 +32,3 @@ class Validate:
             return ResponseCode.NOT_PERMITTED
         txn.key = dedupe_key(request.acquirer_id, request.tracking_code, txn.business_day)
         return None
-
-    async def end(self, txn: Transaction) -> None:
-        pass
