@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 from switch.clock import utcnow
 from switch.config import ReversalConfig
 from switch.journal import Journal, JournalError, Outcome, PendingReversal, Reversal, ReversalUpdate
-from switch.providers.base import OperatorReversal
-from switch.providers.link import NoAnswer, NoLiveLink, OperatorPool
+from switch.providers.base import NoAnswer, NotSent, OperatorReversal
+from switch.providers.link import OperatorPool
 
 log = logging.getLogger("airswitch.reversals")
 
@@ -110,9 +110,9 @@ class ReversalForwarder:
         pool = self.operators.get(pending.operator_id)
         try:
             if pool is None:
-                raise NoLiveLink(f"operator {pending.operator_id} is not configured")
-            answer = await pool.pick().reverse(reversal)
-        except (NoAnswer, NoLiveLink) as exc:
+                raise NotSent(f"operator {pending.operator_id} is not configured")
+            answer = await pool.reverse(reversal)
+        except (NoAnswer, NotSent) as exc:
             error, code = str(exc), None
         else:
             if answer.settled:

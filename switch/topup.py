@@ -23,8 +23,8 @@ from switch.acquirer_rules import AcquirerRules
 from switch.config import AcquirerConfig, SwitchConfig, TerminalConfig
 from switch.dedupe import DedupeWindow, dedupe_key
 from switch.journal import Intake, Journal, JournalError, Outcome, Reversal, ReversalUpdate
-from switch.providers.base import OperatorAnswer, TopUp
-from switch.providers.link import NoAnswer, NoLiveLink, OperatorPool
+from switch.providers.base import NoAnswer, NotSent, OperatorAnswer, TopUp
+from switch.providers.link import OperatorPool
 from switch.wire import Dialect
 
 log = logging.getLogger("airswitch.topup")
@@ -208,7 +208,7 @@ class TopUpFlow:
         topup = None
         if pool is not None:
             topup = TopUp(txn_id=txn_id, acquirer_id=request["32"], tracking_code=request["37"], msisdn=msisdn,
-                          amount=amount, currency=currency, stan=pool.next_stan(), sent_at=utcnow())
+                          amount=amount, currency=currency, stan=pool.next_reference(), sent_at=utcnow())
         intake = self.intake(request, txn_id, received_at, business_day, msisdn, uses_key=True, topup=topup,
                              operator_id=operator_id if topup is not None else None)
         try:
@@ -232,17 +232,14 @@ class TopUpFlow:
                 return await self.finish(request, txn_id, received_at, started, "refused", refusal, operator_id)
         try:
             if pool is None:
-                raise NoLiveLink(f"operator {operator_id} is routed to but not configured")
-            link = pool.pick()
-        except NoLiveLink as exc:
+                raise NotSent(f"operator {operator_id} is routed to but not configured")
+            operator_answer = await pool.top_up(topup)
+        except NotSent as exc:
             log.warning("txn %s: %s: 91", txn_id, exc)
             self.rules.release(acquirer, amount, msisdn, business_day)
             await self.settle_float(account, txn_id, approved=False)
             return await self.finish(request, txn_id, received_at, started, "declined", UNAVAILABLE, operator_id)
-
-        try:
-            operator_answer = await link.top_up(topup)
-        except (NoAnswer, NoLiveLink) as exc:
+        except NoAnswer as exc:
             # Unknown outcome: the operator may have credited. The reversal is stored with the outcome,
             # before the acquirer hears 91, and the forwarder repeats it until the operator answers.
             log.warning("txn %s: %s: 91, outcome unknown, reversal queued", txn_id, exc)
