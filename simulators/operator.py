@@ -345,11 +345,10 @@ class _OperatorLink(asyncio.Protocol):
             log.warning("operator sim %s: %s from %s; closing", self.simulator.operator_id, exc, self.peer)
             self.close()
             return
-        dropped = getattr(self.decoder, "dropped", None)
+        dropped = self.decoder.take_dropped()
         if dropped:
             log.warning("operator sim %s: dropped over-long line(s) of %s bytes from %s",
                         self.simulator.operator_id, dropped, self.peer)
-            dropped.clear()
         for payload in payloads:
             try:
                 message = self.wire.decode(payload)

@@ -122,7 +122,7 @@ def test_opb93_reversal_is_1420_function_400_with_56():
 
 def test_opcjson_reversal_names_the_original_ref_and_repeats_with_the_same_ref():
     adapter = adapters()["opcjson"]
-    reference = adapter.reversal_reference(REVERSAL)
-    assert reference == adapter.reversal_reference(msgspec.structs.replace(REVERSAL, attempt=3))
+    reference = adapter.reversal_reference(REVERSAL, 1)
+    assert reference == adapter.reversal_reference(msgspec.structs.replace(REVERSAL, attempt=3), 2)
     assert adapter.reversal(reference, REVERSAL) == {"type": "reverse", "ref": reference, "original_ref": "a" * 32}
     assert adapter.reversal_answer({"type": "reverse_result", "ref": reference, "status": "NOT_FOUND"}).settled

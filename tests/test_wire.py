@@ -134,3 +134,17 @@ def test_garbage_message_bodies_raise_only_message_decode_errors(body):
             dialect.decode(body)
         except MessageDecodeError:
             pass
+
+
+def test_an_over_long_json_line_is_dropped_byte_at_a_time_and_reported_once_whole():
+    decoder = load_dialect("opcjson").frame_decoder(max_frame=10)
+    stream = b'{"type":"ping"}' * 2 + b"\n" + b'{"a":1}\n'
+    lines, dropped = [], []
+    for i in range(len(stream)):
+        lines += decoder.feed(stream[i:i + 1])
+        dropped += decoder.take_dropped()   # taken after every feed, as a link does
+    assert lines == [b'{"a":1}'] and dropped == [30] and not decoder.pending
+
+
+def test_length_framed_decoders_never_drop_they_raise():
+    assert OPA.frame_decoder().take_dropped() == []

@@ -2,8 +2,9 @@
 
 A provider is whatever the transaction core sends a top-up to: today an operator's pool
 of persistent links (`switch.providers.link.OperatorPool`), next an international
-provider over HTTP. The core knows providers only through `Provider`; a dialect's wire
-format lives behind `OperatorAdapter` (one module a dialect under `adapters/`).
+provider over HTTP. The core knows providers only through `Provider`; an operator
+dialect's wire format lives behind `switch.providers.adapters.OperatorAdapter`, one
+module a dialect under `adapters/`, which the core never sees.
 
 Outcomes of `top_up`, and what the core does with each:
 - an `OperatorAnswer`: final (INTERFACES.md 1.5), approved or declined;
@@ -55,6 +56,7 @@ class OperatorReversal(msgspec.Struct, frozen=True):
 
 
 class ReversalAnswer(msgspec.Struct, frozen=True):
+    """A provider's word on a reversal (or its repeat)."""
     settled: bool         # the operator reversed it, or says there is nothing to reverse
     operator_code: str
     nothing_to_reverse: bool = False   # settled because the operator never credited it (25 / 480 / NOT_FOUND)
@@ -65,7 +67,7 @@ class ProviderError(Exception):
 
 
 class NotSent(ProviderError):
-    """Nothing left the switch (every link down or at its in-flight cap): answer 91 at once."""
+    """Nothing left the switch (no live link with room, or no free reference on it): answer 91 at once."""
 
 
 class NoAnswer(ProviderError):

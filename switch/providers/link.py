@@ -1,4 +1,5 @@
-"""Links to operators: one TCP connection each, and the pool that shares an operator's load.
+"""Links to operators: one TCP connection each, and the pool that shares an operator's load
+and is the operator's `Provider` to the transaction core (`switch.providers.base`).
 
 A link in `connect` mode dials the operator, signs on, and redials with capped
 exponential backoff and jitter when it drops. A link in `accept` mode listens on
@@ -9,10 +10,12 @@ echoes when idle (a missed echo takes it down), matches answers to requests by
 the dialect's reference, and signs off when the switch shuts down. What goes on
 the wire is the adapter's business (`switch.providers.adapters`).
 
-A request whose link drops, or whose answer does not come within the operator's
-timeout, ends in `NoAnswer`: its outcome is unknown. Its reference is kept for a
-while so that a late answer is reported against the transaction it belongs to
-(`on_late_answer`), never matched to a newer request.
+A request that finds no live link with room, or no free reference, ends in
+`NotSent`: nothing left the switch. A request whose link drops, or whose answer
+does not come within the operator's timeout, ends in `NoAnswer`: its outcome is
+unknown. Its reference is kept for a while so that a late answer is reported
+against the transaction it belongs to (`on_late_answer`), never matched to a
+newer request.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from typing import Callable, Iterator
 
 from switch.config import LinkConfig, OperatorConfig
 from switch.errors import RemoteProtocolError
-from switch.providers.base import NoAnswer, NotSent as NoLiveLink, OperatorAnswer, OperatorReversal, ReversalAnswer, TopUp
-from switch.providers.adapters import Adapter, adapter_for
+from switch.providers.adapters import OperatorAdapter, adapter_for
+from switch.providers.adapters.iso import stan
+from switch.providers.base import (NoAnswer, NotSent, OperatorAnswer, OperatorReversal, ProviderError,
+                                   ReversalAnswer, TopUp)
 from switch.outbox import Outbox
 
 log = logging.getLogger("airswitch.operator")
@@ -55,7 +60,7 @@ def _expire(future: asyncio.Future) -> None:
 class OperatorLink(asyncio.Protocol):
     """One connection to an operator."""
 
-    def __init__(self, operator: OperatorConfig, adapter: Adapter, name: str,
+    def __init__(self, operator: OperatorConfig, adapter: OperatorAdapter, name: str,
                  on_late_answer: LateAnswerHandler | None = None, link: LinkConfig | None = None,
                  on_accepted: Callable[["OperatorLink", tuple], None] | None = None,
                  counter: Iterator[int] | None = None):
@@ -106,7 +111,7 @@ class OperatorLink(asyncio.Protocol):
                 await self._keep_alive()
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncio.TimeoutError, NoAnswer, RemoteProtocolError) as exc:
+            except (OSError, asyncio.TimeoutError, ProviderError, RemoteProtocolError) as exc:
                 log.warning("link %s down: %s", self.name, exc or type(exc).__name__)
             finally:
                 self._drop()
@@ -117,7 +122,7 @@ class OperatorLink(asyncio.Protocol):
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
     async def _sign_on(self) -> None:
-        if self.adapter.sign_on("000000") is not None:
+        if self.adapter.signs_on:
             answer = await self._network(self.adapter.sign_on)
             if not self.adapter.network_ok(answer):
                 raise RemoteProtocolError(f"sign-on refused: {answer}")
@@ -140,7 +145,7 @@ class OperatorLink(asyncio.Protocol):
             self._signed_on = True
             log.info("link %s up (accepted)", self.name)
             await self._keep_alive()
-        except (NoAnswer, RemoteProtocolError, ConnectionError) as exc:
+        except (ProviderError, RemoteProtocolError, ConnectionError) as exc:
             log.warning("link %s down: %s", self.name, exc)
         finally:
             self._drop()
@@ -173,10 +178,10 @@ class OperatorLink(asyncio.Protocol):
     async def close(self) -> None:
         """Sign off (where the dialect has it), then close for good."""
         self._closing = True
-        if self._signed_on and self.adapter.sign_off("000000") is not None:
+        if self._signed_on and self.adapter.signs_on:
             try:
                 await asyncio.wait_for(self._network(self.adapter.sign_off), SIGN_OFF_TIMEOUT)
-            except (NoAnswer, asyncio.TimeoutError, NoLiveLink):
+            except (ProviderError, asyncio.TimeoutError):
                 pass
         self._signed_on = False
         if self.transport is not None:
@@ -231,11 +236,10 @@ class OperatorLink(asyncio.Protocol):
             log.error("link %s: %s; closing", self.name, exc)
             self.transport.close()
             return
-        dropped = getattr(self._decoder, "dropped", None)
+        dropped = self._decoder.take_dropped()
         if dropped:
             log.error("link %s: dropped %d line(s) over the %d-byte cap", self.name, len(dropped),
                       self._decoder.max_frame)
-            dropped.clear()
         for frame in frames:
             try:
                 message = self.adapter.dialect.decode(frame)
@@ -283,25 +287,29 @@ class OperatorLink(asyncio.Protocol):
             self._outbox.write(self.adapter.dialect.pack(message))
 
     # -- requests -------------------------------------------------------------------------
-    def next_reference(self) -> str:
-        """A fresh reference for a message the switch originates (network, reversal)."""
+    def _fresh_reference(self, reference_for: Callable[[int], str]) -> str:
+        """A reference not in flight on this link for a message the switch originates (network, reversal)."""
+        previous = None
         for _ in range(STAN_ATTEMPTS):
-            reference = self.adapter.reference(next(self._counter))
+            reference = reference_for(next(self._counter))
             if reference not in self._pending:
                 self._expired.pop(reference, None)  # a reused STAN no longer names the old request
                 return reference
-        raise NoLiveLink(f"link {self.name}: no free reference")
+            if reference == previous:
+                break  # derived, not counted (opcjson's "<txn_id>-R", "ping"): another try gives the same
+            previous = reference
+        raise NotSent(f"link {self.name}: no free reference")
 
-    async def _network(self, build) -> dict:
-        reference = self.next_reference()
+    async def _network(self, build: Callable[[str], dict]) -> dict:
+        reference = self._fresh_reference(self.adapter.reference)
         return await self._exchange(build(reference), reference)
 
     async def _exchange(self, message: dict, reference: str, topup: TopUp | None = None) -> dict:
         """Send one request and wait for the answer that carries `reference`."""
         if self.transport is None or self.transport.is_closing():
-            raise NoAnswer(f"link {self.name} is not connected")
+            raise NotSent(f"link {self.name} is not connected")
         if reference in self._pending:
-            raise NoLiveLink(f"link {self.name}: reference {reference} is still in flight")
+            raise NotSent(f"link {self.name}: reference {reference} is still in flight")
         self._expired.pop(reference, None)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -327,17 +335,17 @@ class OperatorLink(asyncio.Protocol):
 
     async def reverse(self, reversal: OperatorReversal) -> ReversalAnswer:
         """Send one reversal (or its repeat) and read the operator's answer."""
-        reference_of = getattr(self.adapter, "reversal_reference", None)
-        reference = reference_of(reversal) if reference_of else self.next_reference()
+        reference = self._fresh_reference(lambda counter: self.adapter.reversal_reference(reversal, counter))
         answer = await self._exchange(self.adapter.reversal(reference, reversal), reference)
         return self.adapter.reversal_answer(answer)
 
 
 class OperatorPool:
-    """All links of one operator; requests go to the live link with the fewest in flight."""
+    """All links of one operator, and its `Provider`: requests go to the live link with the fewest in flight."""
 
     def __init__(self, operator: OperatorConfig, institution_id: str, terminal_id: str,
                  on_late_answer: LateAnswerHandler | None = None, reuse_port: bool = False):
+        self.id = operator.id
         self.operator = operator
         self.reuse_port = reuse_port
         self.on_late_answer = on_late_answer
@@ -352,9 +360,9 @@ class OperatorPool:
     def links(self) -> list[OperatorLink]:
         return [*self.dialed.values(), *self.accepted]
 
-    def next_stan(self) -> str:
+    def next_reference(self) -> str:
         """The STAN of the next top-up to this operator (fixed before it is journaled and sent)."""
-        return f"{next(self._counter) % 1_000_000 or 1:06d}"
+        return stan(next(self._counter))
 
     def accept_port(self, index: int = 0) -> int:
         """The port the index-th accept link listens on (useful when configured as 0)."""
@@ -419,31 +427,25 @@ class OperatorPool:
             await asyncio.sleep(0.02)
         return self.is_up
 
-    # Provider (shim until the provider work lands)
-    @property
-    def id(self) -> str:
-        return self.operator.id
-
-    def next_reference(self) -> str:
-        return self.next_stan()
-
     async def top_up(self, topup: TopUp) -> OperatorAnswer:
-        return await self.pick().top_up(topup)
+        """Send on the least busy live link and wait for the answer; NotSent or NoAnswer otherwise."""
+        return await self._least_busy().top_up(topup)
 
     async def reverse(self, reversal: OperatorReversal) -> ReversalAnswer:
-        return await self.pick().reverse(reversal)
+        """Send one reversal (or its repeat) on the least busy live link; NotSent or NoAnswer otherwise."""
+        return await self._least_busy().reverse(reversal)
 
-    def is_nothing_to_reverse(self, code: str) -> bool:
-        return code in ("25", "480", "NOT_FOUND")
+    def is_nothing_to_reverse(self, operator_code: str) -> bool:
+        return self.adapter.is_nothing_to_reverse(operator_code)
 
-    def pick(self) -> OperatorLink:
+    def _least_busy(self) -> OperatorLink:
         best: OperatorLink | None = None
         cap = self.operator.max_in_flight
         for link in self.links:
             if link.is_up and link.in_flight < cap and (best is None or link.in_flight < best.in_flight):
                 best = link
         if best is None:
-            raise NoLiveLink(f"operator {self.operator.id}: no live link with room")
+            raise NotSent(f"operator {self.operator.id}: no live link with room")
         return best
 
     async def reconfigure(self, operator: OperatorConfig, drain_timeout: float) -> None:

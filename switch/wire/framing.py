@@ -9,6 +9,9 @@ length raises `FrameError`, after which the connection must be closed.
 `json-lines` dialects (opcjson) are framed by a newline instead: `LineDecoder`
 cuts lines with a cap, and an over-long line is dropped (counted, for the I/O
 layer to log) while the link stays up, as INTERFACES.md 2.3 asks.
+
+Both decoders answer the same three calls (`feed`, `pending`, `take_dropped`) and
+carry `max_frame`, so a link holds either without asking which it has.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ class FrameDecoder:
     def pending(self) -> bool:
         """True while a partial frame waits for the rest of its bytes."""
         return bool(self._buffer)
+
+    @staticmethod
+    def take_dropped() -> list[int]:
+        """Sizes of frames dropped since the last call: none here, a frame over the cap raises."""
+        return []
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return every frame they complete (keep-alives dropped)."""
@@ -85,17 +93,28 @@ def encode_frame(payload: bytes, header: str) -> bytes:
 class LineDecoder:
     """Newline-delimited messages; a line over `max_line` bytes (newline not counted) is dropped."""
 
-    __slots__ = ("_buffer", "_discarding", "max_frame", "dropped")
+    __slots__ = ("_buffer", "_discarding", "max_frame", "_dropped")
 
     def __init__(self, max_line: int):
         self.max_frame = max_line
         self._buffer = bytearray()
         self._discarding = False   # inside an over-long line: skip to its newline
-        self.dropped: list[int] = []  # sizes of dropped lines, for the caller to log and clear
+        self._dropped: list[int] = []  # sizes of dropped lines, until the caller takes them to log
 
     @property
     def pending(self) -> bool:
         return bool(self._buffer) or self._discarding
+
+    def take_dropped(self) -> list[int]:
+        """Sizes of the over-long lines dropped whole since the last call.
+
+        A line still being skipped stays behind (its size is still growing) until its newline comes.
+        """
+        if self._discarding:
+            dropped, self._dropped = self._dropped[:-1], self._dropped[-1:]
+        else:
+            dropped, self._dropped = self._dropped, []
+        return dropped
 
     def feed(self, data: bytes) -> list[bytes]:
         lines: list[bytes] = []
@@ -108,17 +127,17 @@ class LineDecoder:
                 break
             if self._discarding:
                 self._discarding = False
-                self.dropped[-1] += end - start
+                self._dropped[-1] += end - start
             elif end - start > self.max_frame:
-                self.dropped.append(end - start)
+                self._dropped.append(end - start)
             elif end > start:
                 lines.append(bytes(buffer[start:end]).rstrip(b"\r"))
             start = end + 1
         del buffer[:start]
         if len(buffer) > self.max_frame:
             if not self._discarding:
-                self.dropped.append(0)
+                self._dropped.append(0)
                 self._discarding = True
-            self.dropped[-1] += len(buffer)
+            self._dropped[-1] += len(buffer)
             buffer.clear()
         return lines
