@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from switch.journal import FINAL_STATES, Journal
+from switch.flow.states import FINAL_STATES
+from switch.journal import Journal
 
 
 @dataclass

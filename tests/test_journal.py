@@ -17,7 +17,9 @@ import asyncpg
 import pytest
 import uvloop
 
+from switch.flow.states import TxnState
 from switch.journal import (
+    EVENTS,
     Intake,
     Journal,
     JournalError,
@@ -26,6 +28,8 @@ from switch.journal import (
     JournalUnavailable,
     Outcome,
     PostgresJournal,
+    Reversal,
+    ReversalUpdate,
     SQLiteJournal,
     TransactionView,
 )
@@ -209,6 +213,20 @@ def test_records_refuse_naive_times_and_unknown_states():
         make_outcome(intake, ended_at=datetime(2026, 5, 9, 12, 0), latency_ms=1.0)
     with pytest.raises(ValueError, match="state"):
         make_outcome(intake, state="maybe")
+
+
+# What migration 1 allowed when it shipped. Databases created then keep these lists: a
+# state or event added since needs a migration that widens the CHECK constraints, and
+# then its name here.
+MIGRATED_STATES = {"approved", "declined", "unknown", "refused", "reversal_pending", "reversed",
+                   "reversal_failed", "resolved", "inquiry"}
+MIGRATED_EVENTS = {"end", "late_answer", "acquirer_reversal", "recovered", "reversal_done", "reversal_failed",
+                   "manual_resolution", "reversal_reopened"}
+
+
+def test_every_state_and_event_is_allowed_by_existing_databases():
+    assert set(TxnState) == MIGRATED_STATES, "a new transaction state needs a schema migration"
+    assert set(EVENTS) == MIGRATED_EVENTS, "a new outcome event needs a schema migration"
 
 
 def test_both_backends_satisfy_the_protocol(tmp_path):
@@ -398,6 +416,53 @@ def test_a_newer_schema_is_refused(backend):
             await backend.journal().start()
 
     asyncio.run(scenario())
+
+
+def test_every_state_and_event_can_be_stored(backend):
+    # The CHECK constraints are generated from TxnState and EVENTS, and TxnState members
+    # (not only their string values) go through both drivers.
+    async def scenario():
+        async with backend.journal() as journal:
+            intake = make_intake()
+            await journal.record_intake(intake)
+            ended = intake.received_at
+            for n, state in enumerate(TxnState):
+                await journal.record_outcome(make_outcome(intake, state=state, ended_at=ended + timedelta(seconds=n)))
+            for n, event in enumerate(EVENTS, start=len(TxnState)):
+                await journal.record_outcome(make_outcome(intake, event=event, ended_at=ended + timedelta(seconds=n)))
+        stored = await backend.fetch(f"SELECT state, event FROM outcome WHERE txn_id = '{intake.txn_id}' ORDER BY id")
+        assert [state for state, _ in stored[:len(TxnState)]] == [state.value for state in TxnState]
+        assert [event for _, event in stored[len(TxnState):]] == list(EVENTS)
+
+    asyncio.run(scenario())
+
+
+def test_a_stored_reversal_is_found_in_any_state_with_the_operators_last_code(backend):
+    async def scenario():
+        async with backend.journal() as journal:
+            intake = make_intake(routed_operator="MCI", operator_stan="000042",
+                                 operator_sent_at=datetime(2026, 5, 9, 8, 0, tzinfo=timezone.utc))
+            await journal.record_intake(intake)
+            assert await journal.reversal(intake.txn_id) is None
+            created = datetime(2026, 5, 9, 8, 1, tzinfo=timezone.utc)
+            await journal.record_outcome(make_outcome(intake, state=TxnState.UNKNOWN, response_code="91"),
+                                         Reversal(intake.txn_id, "MCI", "unknown_outcome", created))
+            pending = await journal.reversal(intake.txn_id)
+            assert (pending.state, pending.attempts, pending.operator_code) == ("pending", 0, None)
+            assert await journal.reversals() == [pending]
+            done = ReversalUpdate(intake.txn_id, "done", 2, created + timedelta(seconds=30), operator_code="00")
+            await journal.record_reversal_update(done, make_outcome(intake, state=TxnState.REVERSED,
+                                                                    response_code="91", event="reversal_done"))
+            settled = await journal.reversal(intake.txn_id)
+            assert await journal.reversals() == []
+            assert await journal.reversals(("done",)) == [settled]
+            return intake, created, settled
+
+    intake, created, settled = asyncio.run(scenario())
+    assert (settled.state, settled.attempts, settled.operator_code) == ("done", 2, "00")
+    assert (settled.operator_id, settled.reason, settled.created_at) == ("MCI", "unknown_outcome", created)
+    assert (settled.acquirer_id, settled.tracking_code, settled.operator_stan, settled.operator_sent_at) == (
+        intake.acquirer_id, intake.tracking_code, intake.operator_stan, intake.operator_sent_at)
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])

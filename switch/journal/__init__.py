@@ -4,10 +4,15 @@ Owns what the switch writes about each transaction and the guarantee behind it: 
 ``record_*`` call returns only once its record is committed (or raises), and the
 dedupe key (acquirer_id, tracking_code, business_day) is claimed by at most one intake.
 
-Two backends implement the same ``Journal`` interface:
+One core (core.py: queueing, group commit, timeouts, overload, a refused record's
+isolation, the spill file) runs on one of two thin stores, which only write batches and
+answer reads:
 
-- ``PostgresJournal`` (asyncpg) for production;
-- ``SQLiteJournal`` (stdlib sqlite3 in its own writer thread) for the demo.
+- ``PostgresJournal`` (postgres.py, asyncpg) for production;
+- ``SQLiteJournal`` (sqlite.py, stdlib sqlite3 in its own writer thread) for the demo.
+
+The schema of both, and the reads they share, are in schema.py; the records, the events
+and the errors in records.py; transaction states come from ``switch.flow.states``.
 
 How a caller uses it::
 
@@ -28,7 +33,7 @@ from typing import Protocol, runtime_checkable
 
 from .postgres import PostgresJournal
 from .records import (
-    STATES,
+    EVENTS,
     Intake,
     JournalError,
     JournalOverloaded,
@@ -39,13 +44,11 @@ from .records import (
     Reversal,
     ReversalUpdate,
     TransactionView,
-    EVENTS,
-    FINAL_STATES,
 )
 from .sqlite import SQLiteJournal
 
 __all__ = [
-    "STATES",
+    "EVENTS",
     "Intake",
     "Journal",
     "JournalError",
@@ -56,8 +59,6 @@ __all__ = [
     "PendingReversal",
     "Reversal",
     "ReversalUpdate",
-    "EVENTS",
-    "FINAL_STATES",
     "PostgresJournal",
     "SQLiteJournal",
     "TransactionView",
@@ -100,6 +101,9 @@ class Journal(Protocol):
 
     async def transaction(self, txn_id: str) -> TransactionView | None:
         """One transaction by its id."""
+
+    async def reversal(self, txn_id: str) -> PendingReversal | None:
+        """The reversal stored for a transaction, whatever its state (with its last operator_code), or None."""
 
     async def reversals(self, states: tuple[str, ...] = ("pending",), limit: int = 1000) -> list[PendingReversal]:
         """Stored reversals in these states, oldest first per operator."""

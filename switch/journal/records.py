@@ -8,28 +8,25 @@ switch masks the card and normalises the MSISDN before it builds an Intake.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date, datetime
 
 import msgspec
 
-# Outcome.state values: the transaction's state machine (docs/transactions.md).
-# "refused": turned away by the switch before any operator; "declined": a non-00 answer
-# (from an operator, or the switch's no-link path); "unknown": sent to an operator that
-# never answered; "approved": 00; then, for a reversal the switch owes an operator:
-# "reversal_pending" -> "reversed", or "reversal_failed" (needs manual reconciliation)
-# -> "resolved" (by a person, from the CLI). "inquiry": a balance inquiry, answered, no money moved.
-STATES = frozenset({"approved", "declined", "unknown", "refused",
-                    "reversal_pending", "reversed", "reversal_failed", "resolved", "inquiry"})
-FINAL_STATES = frozenset({"approved", "declined", "refused", "reversed", "resolved", "inquiry"})
+from switch.flow.states import TxnState
+
+# Outcome.state: a TxnState (switch/flow/states.py, where the states and their moves are declared).
 # Outcome.event: why the row was written. "end": the top-up's own end; "late_answer": an
 # operator answered after the switch gave up (recorded, but it never sets the state the view
-# shows); "reversal_reopened": a late approval after a settled reversal; "acquirer_reversal": a 0400/0420 asked to undo
-# it; "recovered": found sent but unfinished after a crash; "reversal_done" /
-# "reversal_failed": the store-and-forward outcome; "manual_resolution": a person's decision.
-EVENTS = frozenset({"end", "late_answer", "acquirer_reversal", "recovered", "reversal_done",
-                    "reversal_failed", "manual_resolution", "reversal_reopened"})
-REVERSAL_STATES = frozenset({"pending", "done", "failed", "resolved"})
+# shows); "reversal_reopened": a late approval after a settled reversal; "acquirer_reversal": a
+# 0400/0420 asked to undo it; "recovered": found sent but unfinished after a crash;
+# "reversal_done" / "reversal_failed": the store-and-forward outcome; "manual_resolution": a
+# person's decision. A tuple, not a set: the schema's CHECK constraint is generated from it in
+# this order.
+EVENTS: tuple[str, ...] = ("end", "late_answer", "acquirer_reversal", "recovered", "reversal_done",
+                           "reversal_failed", "manual_resolution", "reversal_reopened")
+# Reversal.state / ReversalUpdate.state: where a stored reversal is in store-and-forward.
+REVERSAL_STATES: tuple[str, ...] = ("pending", "done", "failed", "resolved")
+_STATE_NAMES = frozenset(TxnState)
 
 
 def _require_aware(name: str, value: datetime) -> None:
@@ -78,7 +75,7 @@ class Outcome(msgspec.Struct, frozen=True):
 
     txn_id: str
     ended_at: datetime
-    state: str  # one of STATES
+    state: str  # a TxnState
     response_code: str  # field 39 sent to the acquirer
     operator_id: str | None
     operator_ref: str | None  # the operator's transaction id
@@ -90,9 +87,9 @@ class Outcome(msgspec.Struct, frozen=True):
     def __post_init__(self) -> None:
         _require_aware("ended_at", self.ended_at)
         if self.event not in EVENTS:
-            raise ValueError(f"event must be one of {sorted(EVENTS)}, got {self.event!r}")
-        if self.state not in STATES:
-            raise ValueError(f"state must be one of {sorted(STATES)}, got {self.state!r}")
+            raise ValueError(f"event must be one of {list(EVENTS)}, got {self.event!r}")
+        if self.state not in _STATE_NAMES:
+            raise ValueError(f"state must be one of {[state.value for state in TxnState]}, got {self.state!r}")
 
 
 class TransactionView(msgspec.Struct, frozen=True):
@@ -174,7 +171,7 @@ class ReversalUpdate(msgspec.Struct, frozen=True):
 
 
 class PendingReversal(msgspec.Struct, frozen=True):
-    """A stored reversal with what it takes to build the operator's message."""
+    """A stored reversal, in any of its states, with what it takes to build the operator's message."""
 
     txn_id: str
     operator_id: str
@@ -191,28 +188,4 @@ class PendingReversal(msgspec.Struct, frozen=True):
     currency: str | None
     operator_stan: str | None
     operator_sent_at: datetime | None
-
-
-class QueuedWrite:
-    """One caller's unit of work waiting for the writer: an intake, an outcome, or both
-    (a refusal). Its rows are written together, in one transaction, or not at all."""
-
-    __slots__ = ("intake", "outcome", "future", "abandoned", "reversal", "reversal_update")
-
-    def __init__(self, intake: Intake | None, outcome: Outcome | None, future: asyncio.Future,
-                 reversal: Reversal | None = None, reversal_update: ReversalUpdate | None = None) -> None:
-        self.intake = intake
-        self.outcome = outcome
-        self.future = future
-        self.reversal = reversal
-        self.reversal_update = reversal_update
-        # Set on the event loop when the caller stopped waiting (timeout, cancellation);
-        # a plain attribute so that a writer thread can read it. A lone intake whose
-        # caller gave up is not written if the writer has not taken it yet: the request
-        # (answered 96) then leaves no orphan row holding its dedupe key. Outcomes and
-        # refusals are always written: they record what already happened.
-        self.abandoned = False
-
-    @property
-    def droppable(self) -> bool:
-        return self.abandoned and self.outcome is None and self.reversal_update is None
+    operator_code: str | None = None  # the operator's last answer to it, if any

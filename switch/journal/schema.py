@@ -18,15 +18,69 @@ Both backends hold the same shape:
 
 Statements are kept one per string because SQLite's executescript() commits whatever
 transaction is open, which would break the all-or-nothing migration.
+
+The CHECK constraints on states and events are generated from ``TxnState`` and the
+lists in records.py, so the names are spelled in one place. A database keeps the list it
+was created with: a new state or event needs a new migration (Postgres: drop and re-add
+``outcome_state_check`` / ``outcome_event_check``; SQLite: rebuild the table).
+tests/test_journal.py keeps the lists migration 1 shipped with, and fails until then.
+
+The reads both backends run are here too, written once with numbered parameters
+(``$1`` for Postgres, turned into SQLite's ``?1`` by ``sqlite_placeholders``).
 """
 
 from __future__ import annotations
 
-from .records import Intake, Outcome, TransactionView
+from switch.flow.states import TxnState
+
+from .records import EVENTS, REVERSAL_STATES, Intake, Outcome, PendingReversal, TransactionView
 
 INTAKE_COLUMNS: tuple[str, ...] = Intake.__struct_fields__
 OUTCOME_COLUMNS: tuple[str, ...] = Outcome.__struct_fields__
 VIEW_COLUMNS: tuple[str, ...] = TransactionView.__struct_fields__
+
+
+def _one_of(column: str, values) -> str:
+    listed = ", ".join(f"'{value}'" for value in values)
+    return f"CHECK ({column} IN ({listed}))"
+
+
+_STATE_CHECK = _one_of("state", TxnState)
+_EVENT_CHECK = _one_of("event", EVENTS)
+_REVERSAL_STATE_CHECK = _one_of("state", REVERSAL_STATES)
+
+# -- reads, shared by both backends ----------------------------------------------------
+
+_SELECT_VIEW = f"SELECT {', '.join(VIEW_COLUMNS)} FROM transactions"
+# "AND uses_key" lets the planner use the partial unique index.
+FIND = f"{_SELECT_VIEW} WHERE acquirer_id = $1 AND tracking_code = $2 AND business_day = $3 AND uses_key"
+FIND_LATEST = (f"{_SELECT_VIEW} WHERE acquirer_id = $1 AND tracking_code = $2 AND uses_key"
+               " ORDER BY received_at DESC LIMIT 1")
+FIND_TXN = f"{_SELECT_VIEW} WHERE txn_id = $1"
+ORPHANS = (f"{_SELECT_VIEW} WHERE routed_operator IS NOT NULL AND state IS NULL"
+           " AND received_at >= $1 AND received_at < $2 ORDER BY received_at")
+COUNT_BY_STATE = "SELECT coalesce(state, 'in flight'), count(*) FROM transactions GROUP BY 1"
+APPROVED_AT_OPERATORS = (
+    "SELECT txn_id, routed_operator, operator_stan, operator_sent_at, tracking_code, msisdn, amount"
+    f" FROM transactions WHERE state = '{TxnState.APPROVED}' ORDER BY received_at"
+)
+APPROVED_ANSWERS = "SELECT acquirer_id, tracking_code FROM transactions WHERE response_code = '00'"
+HISTORY = ("SELECT ended_at, state, event, response_code, operator_code, operator_ref FROM outcome"
+           " WHERE txn_id = $1 ORDER BY ended_at, id")
+COUNT_TRANSACTIONS = "SELECT count(*) FROM transactions"
+SUMMARY = "SELECT coalesce(response_code, 'pending'), count(*) FROM transactions GROUP BY 1"
+# A stored reversal with the intake it undoes, in PendingReversal's field order: the fields
+# named like intake columns come from the intake, the rest (and txn_id) from the reversal.
+_PENDING_COLUMNS = ", ".join(("i." if field in INTAKE_COLUMNS and field != "txn_id" else "r.") + field
+                             for field in PendingReversal.__struct_fields__)
+SELECT_REVERSAL = f"SELECT {_PENDING_COLUMNS} FROM reversal r JOIN intake i USING (txn_id)"
+FIND_REVERSAL = f"{SELECT_REVERSAL} WHERE r.txn_id = $1"
+REVERSALS_ORDER = " ORDER BY r.operator_id, r.created_at"
+
+
+def sqlite_placeholders(query: str) -> str:
+    """The same query with SQLite's numbered parameters (?1) for Postgres's ($1)."""
+    return query.replace("$", "?")
 
 # -- PostgreSQL ---------------------------------------------------------------------
 
@@ -100,13 +154,13 @@ _POSTGRES_V1: tuple[str, ...] = (
     "CREATE INDEX intake_msisdn_idx ON intake (msisdn)",
     "CREATE INDEX intake_received_at_idx ON intake (received_at)",
     "CREATE INDEX intake_tracking_code_idx ON intake (tracking_code)",
-    """
+    f"""
     CREATE TABLE outcome (
         id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         txn_id          text NOT NULL REFERENCES intake (txn_id),
         ended_at        timestamptz NOT NULL,
         state           text NOT NULL
-                        CHECK (state IN ('approved', 'declined', 'unknown', 'refused', 'reversal_pending', 'reversed', 'reversal_failed', 'resolved', 'inquiry')),
+                        {_STATE_CHECK},
         response_code   text NOT NULL,
         operator_id     text,
         operator_ref    text,
@@ -114,7 +168,7 @@ _POSTGRES_V1: tuple[str, ...] = (
         operator_code   text,
         latency_ms      double precision NOT NULL,
         event           text NOT NULL DEFAULT 'end'
-                        CHECK (event IN ('end', 'late_answer', 'acquirer_reversal', 'recovered', 'reversal_done', 'reversal_failed', 'manual_resolution', 'reversal_reopened'))
+                        {_EVENT_CHECK}
     )""",
     # Serves both the FK lookups and "latest outcome of this txn" in the view.
     "CREATE INDEX outcome_txn_idx ON outcome (txn_id, ended_at DESC, id DESC)",
@@ -150,14 +204,14 @@ _POSTGRES_V1: tuple[str, ...] = (
       ) o ON true""",
     # The reversals the switch owes operators (store-and-forward). A work queue, so rows
     # change state; every change is also journaled as an outcome row of the transaction.
-    """
+    f"""
     CREATE TABLE reversal (
         txn_id          text PRIMARY KEY REFERENCES intake (txn_id),
         operator_id     text NOT NULL,
         reason          text NOT NULL,
         created_at      timestamptz NOT NULL,
         state           text NOT NULL DEFAULT 'pending'
-                        CHECK (state IN ('pending', 'done', 'failed', 'resolved')),
+                        {_REVERSAL_STATE_CHECK},
         attempts        integer NOT NULL DEFAULT 0,
         next_attempt_at timestamptz NOT NULL,
         last_error      text,
@@ -217,13 +271,13 @@ _SQLITE_V1: tuple[str, ...] = (
     "CREATE INDEX intake_received_at_idx ON intake (received_at)",
     "CREATE INDEX intake_tracking_code_idx ON intake (tracking_code)",
     # id is the rowid: it only grows (nothing is deleted), so it breaks ended_at ties.
-    """
+    f"""
     CREATE TABLE outcome (
         id              INTEGER PRIMARY KEY,
         txn_id          TEXT NOT NULL REFERENCES intake (txn_id),
         ended_at        TEXT NOT NULL,
         state           TEXT NOT NULL
-                        CHECK (state IN ('approved', 'declined', 'unknown', 'refused', 'reversal_pending', 'reversed', 'reversal_failed', 'resolved', 'inquiry')),
+                        {_STATE_CHECK},
         response_code   TEXT NOT NULL,
         operator_id     TEXT,
         operator_ref    TEXT,
@@ -231,7 +285,7 @@ _SQLITE_V1: tuple[str, ...] = (
         operator_code   TEXT,
         latency_ms      REAL NOT NULL,
         event           TEXT NOT NULL DEFAULT 'end'
-                        CHECK (event IN ('end', 'late_answer', 'acquirer_reversal', 'recovered', 'reversal_done', 'reversal_failed', 'manual_resolution', 'reversal_reopened'))
+                        {_EVENT_CHECK}
     )""",
     "CREATE INDEX outcome_txn_idx ON outcome (txn_id, ended_at, id)",
     """
@@ -261,14 +315,14 @@ _SQLITE_V1: tuple[str, ...] = (
                     WHERE o2.txn_id = i.txn_id AND o2.event <> 'late_answer'
                     ORDER BY o2.ended_at DESC, o2.id DESC
                     LIMIT 1)""",
-    """
+    f"""
     CREATE TABLE reversal (
         txn_id          TEXT NOT NULL PRIMARY KEY REFERENCES intake (txn_id),
         operator_id     TEXT NOT NULL,
         reason          TEXT NOT NULL,
         created_at      TEXT NOT NULL,
         state           TEXT NOT NULL DEFAULT 'pending'
-                        CHECK (state IN ('pending', 'done', 'failed', 'resolved')),
+                        {_REVERSAL_STATE_CHECK},
         attempts        INTEGER NOT NULL DEFAULT 0,
         next_attempt_at TEXT NOT NULL,
         last_error      TEXT,
