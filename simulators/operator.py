@@ -4,7 +4,9 @@ It owns the operator's decisions and its books: each top-up is answered after a
 configurable latency, approved, declined at a configurable rate, refused for
 unknown or barred subscribers and amounts it does not take, answered as a
 duplicate when the switch's reference was already credited, or never answered
-at a configurable rate (to exercise the switch's timeouts). It keeps a ledger of
+at a configurable rate (to exercise the switch's timeouts); a test can also hold
+top-up answers until it releases them, to script an answer that comes after the
+switch's timeout and its reversal (`hold_top_ups`). It keeps a ledger of
 what it credited, keyed by the switch's own reference (opa87: 11 and 7; opb93:
 11 and 12; opcjson: `ref`), so an audit can compare it with the switch's
 journal, and notes which credits a reversal undid.
@@ -38,6 +40,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_INSTITUTION_ID = "99001"     # what the opb93 sign-on carries in 32 when dialing
 MODES = ("listen", "dial")
 LATENCY_DISTRIBUTIONS = ("uniform", "exponential")
+HOLD_MODES = ("answer", "credit")    # see OperatorBehaviour.hold_top_ups
 CONNECT_TIMEOUT = 5.0                # seconds to open a TCP connection to the switch
 HANDSHAKE_TIMEOUT = 5.0              # seconds for the switch to answer our sign-on or login
 RECONNECT_BACKOFF_MIN = 0.1          # seconds before redialing; doubles on each failure in a row
@@ -60,11 +63,19 @@ class OperatorBehaviour:
     # "uniform": latency_ms +/- jitter_ms; "exponential": exponentially distributed with mean latency_ms
     # (a long tail, for timeout studies).
     latency_distribution: str = "uniform"
+    # Scripted late answers (tests): top-ups are answered only when `OperatorSimulator.release_held()`
+    # is called, so a test decides when the switch's timeout has passed. "answer": the operator credits
+    # on receipt and only its answer waits (a reversal before the release finds the credit and reverses
+    # it); "credit": it decides and credits only on release (a reversal before the release finds
+    # nothing to reverse: the operator credited after the reversal). None: answered after latency_ms.
+    hold_top_ups: str | None = None
 
     def __post_init__(self):
         if self.latency_distribution not in LATENCY_DISTRIBUTIONS:
             raise ValueError(f"latency_distribution {self.latency_distribution!r} is not one of "
                              f"{', '.join(LATENCY_DISTRIBUTIONS)}")
+        if self.hold_top_ups is not None and self.hold_top_ups not in HOLD_MODES:
+            raise ValueError(f"hold_top_ups {self.hold_top_ups!r} is not one of {', '.join(HOLD_MODES)}")
 
 
 @dataclass
@@ -105,6 +116,8 @@ class OperatorSimulator:
         self.reversed: dict[tuple, tuple] = {}   # ledger key -> the reversal's own reference
         self.answered: Counter = Counter()       # top-up answers by the dialect's own code
         self.reversal_answers: Counter = Counter()
+        # Top-ups held by `hold_top_ups`: the link they came on, the top-up, and its answer when already decided.
+        self.held: list[tuple[_OperatorLink, TopUp, dict | None]] = []
         self.connections: set[_OperatorLink] = set()
         self._random = random.Random(self.behaviour.seed)
         self._operator_refs = itertools.count(1)
@@ -266,6 +279,26 @@ class OperatorSimulator:
             self.ledger[topup.reference] = Credit(topup.msisdn, topup.amount, topup.tracking_code, operator_ref)
         return self.dialect.answer_top_up(topup, outcome, approval_code, operator_ref)
 
+    def hold(self, link: "_OperatorLink", topup: TopUp) -> None:
+        """Keep a top-up's answer until `release_held()` (see OperatorBehaviour.hold_top_ups)."""
+        answer = None
+        if self.behaviour.hold_top_ups == "answer":
+            answer = self.settle(topup)
+            if answer is None:
+                return   # never answered anyway
+        self.held.append((link, topup, answer))
+
+    def release_held(self) -> int:
+        """Answer every held top-up now, deciding (and crediting) those not decided yet, on the link
+        each came on. Returns how many answers went out (a link that dropped since sends nothing)."""
+        held, self.held = self.held, []
+        sent = 0
+        for link, topup, answer in held:
+            answer = answer if answer is not None else self.settle(topup)
+            if answer is not None and link.send(answer):
+                sent += 1
+        return sent
+
     def reverse(self, reversal: Reversal) -> dict:
         """Undo a credit (repeats included: a reversed credit stays reversed); unknown originals say so."""
         found = reversal.original_reference in self.ledger
@@ -373,6 +406,9 @@ class _OperatorLink(asyncio.Protocol):
                 simulator.answered[reaction.code] += 1
             self.send(reaction.message)
         elif isinstance(reaction, TopUp):
+            if simulator.behaviour.hold_top_ups is not None:
+                simulator.hold(self, reaction)
+                return
             answer = simulator.settle(reaction)
             if answer is not None:
                 self.send_later(simulator.delay(), answer)
@@ -406,10 +442,13 @@ class _OperatorLink(asyncio.Protocol):
         handle = asyncio.get_running_loop().call_later(delay, fire)
         self._pending.add(handle)
 
-    def send(self, message: dict) -> None:
+    def send(self, message: dict) -> bool:
+        """Write one message; False when the link is closed or the message cannot be packed."""
         if self.transport is None or self.transport.is_closing():
-            return
+            return False
         try:
             self.transport.write(self.wire.pack(message))
         except LocalProtocolError as exc:
             log.error("operator sim %s: cannot send %r: %s", self.simulator.operator_id, message, exc)
+            return False
+        return True

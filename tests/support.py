@@ -10,6 +10,8 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import asyncpg
+
 from simulators.operator import OperatorBehaviour, OperatorSimulator
 from switch.config import parse_config
 from switch.journal import PostgresJournal
@@ -170,3 +172,28 @@ def top_up(stan: str, *, acquirer: str = MELLI, msisdn: str = "09121110001", amo
                "42": "MERCHANT0000001", "48": "CH003WEB", "49": currency, "103": msisdn}
     message.update(extra)
     return {key: value for key, value in message.items() if value is not None}
+
+
+async def eventually(check, what: str, timeout: float = 5.0, interval: float = 0.05):
+    """Poll the coroutine function `check` until it returns something truthy (returned), or fail
+    after `timeout` seconds saying `what` did not happen."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"within {timeout:.1f}s: {what}")
+        await asyncio.sleep(interval)
+
+
+async def reversal_row(dsn: str, schema: str, txn_id: str) -> tuple | None:
+    """(state, attempts, operator_code) of a transaction's stored reversal, read straight from Postgres."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(f'SELECT state, attempts, operator_code FROM "{schema}".reversal'
+                                  " WHERE txn_id = $1", txn_id)
+    finally:
+        await conn.close()
+    return None if row is None else tuple(row)
