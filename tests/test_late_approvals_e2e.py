@@ -76,7 +76,7 @@ async def late_answer_recorded(switch, txn_id: str, timeout: float = 5.0) -> Non
     async def recorded():
         events = [row[2] for row in await switch.journal.history(txn_id)]
         # The late-answer handler records first and then decides; its task ends when both are done.
-        return "late_answer" in events and not switch.late_answers._tasks
+        return "late_answer" in events and not switch.late_answers.pending
     await eventually(recorded, f"txn {txn_id}: late answer recorded and decided", timeout)
 
 

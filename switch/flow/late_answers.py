@@ -23,7 +23,7 @@ import msgspec
 from switch.clock import utcnow
 from switch.flow.codes import ResponseCode
 from switch.flow.states import TxnState, check_transition
-from switch.journal import Journal, JournalError, Outcome, ReversalUpdate
+from switch.journal import Journal, JournalOverloaded, JournalRejected, JournalUnavailable, Outcome, ReversalUpdate
 from switch.providers.base import OperatorAnswer, Provider, TopUp
 
 log = logging.getLogger("airswitch.flow")
@@ -42,9 +42,21 @@ class LateAnswers:
 
     def __call__(self, operator_id: str, topup: TopUp, answer: OperatorAnswer) -> None:
         """A link's late-answer handler: record (and decide) in the background."""
-        task = asyncio.get_running_loop().create_task(self.record(operator_id, topup, answer))
+        task = asyncio.get_running_loop().create_task(self._handle(operator_id, topup, answer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    @property
+    def pending(self) -> int:
+        """Late answers not yet recorded or decided."""
+        return len(self._tasks)
+
+    async def _handle(self, operator_id: str, topup: TopUp, answer: OperatorAnswer) -> None:
+        try:
+            await self.record(operator_id, topup, answer)
+        except Exception:
+            log.critical("txn %s: late answer %s from %s not recorded or not decided: reconcile it",
+                         topup.txn_id, answer.operator_code, operator_id, exc_info=True)
 
     async def record(self, operator_id: str, topup: TopUp, answer: OperatorAnswer) -> None:
         late = Outcome(txn_id=topup.txn_id, ended_at=utcnow(), state=TxnState.UNKNOWN,
@@ -59,9 +71,13 @@ class LateAnswers:
 
     async def reopen_if_nothing_was_reversed(self, operator_id: str, late: Outcome) -> None:
         current = await self.journal.transaction(late.txn_id)
-        provider = self.providers.get(operator_id)
-        if current is None or current.state != TxnState.REVERSED or provider is None:
+        if current is None or current.state != TxnState.REVERSED:
             return   # the reversal is still owed (it will undo the credit), or was settled by a person
+        provider = self.providers.get(operator_id)
+        if provider is None:
+            log.critical("txn %s: late approval from %s, which is no longer configured, after its reversal was "
+                         "settled (%s): reconcile it by hand", late.txn_id, operator_id, current.operator_code)
+            return
         if not provider.is_nothing_to_reverse(current.operator_code or ""):
             return   # the operator reversed the credit already
         log.warning("txn %s: late approval after its reversal was settled as nothing to reverse (%s): "
@@ -74,12 +90,15 @@ class LateAnswers:
         self.on_reversal_stored()
 
     async def _retrying(self, what: str, txn_id: str, attempt) -> None:
+        """Until the journal takes it; a record the database refuses for good (JournalRejected) is not retried."""
         delay = RETRY_START
         while True:
             try:
                 await attempt()
                 return
-            except JournalError as exc:
+            except JournalRejected:
+                raise
+            except (JournalUnavailable, JournalOverloaded) as exc:
                 log.error("txn %s: %s not journaled yet (%s); trying again in %.1fs", txn_id, what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(RETRY_MAX, delay * 2)
