@@ -1,7 +1,7 @@
 """`airswitch bench`: the load test's command line.
 
 `add_bench_parser(subparsers)` adds the `bench` subcommand to airswitch's parser (its handler
-follows switch.cli's convention: `args.handler(args)` returns the exit code); `main(argv)` is the
+follows switch.app.cli's convention: `args.handler(args)` returns the exit code); `main(argv)` is the
 same command on its own (`python -m bench`). The micro-benchmarks are not here: they run under
 pytest-benchmark (`python -m pytest bench/test_micro.py --benchmark-only`).
 """

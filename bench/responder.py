@@ -99,7 +99,7 @@ class _ResponderConnection(asyncio.Protocol):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from switch.cli import run, wait_for_signal
+    from switch.app.runner import run, wait_for_signal
 
     parser = argparse.ArgumentParser(prog="python -m bench.responder", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=DEFAULT_HOST)

@@ -345,7 +345,7 @@ def _toml_string(value: str) -> str:
 def write_switch_config(run_dir: Path, listener_port: int, operator_ports: dict[str, int], dsn: str,
                         schema: str) -> Path:
     """The switch's configuration for this run, with the demo's routes and ported numbers beside it."""
-    from switch.config import load_config
+    from switch.app.config import load_config
     from switch.resources import data_dir
 
     demo = data_dir("conf") / "demo"
@@ -478,13 +478,13 @@ class BenchRun:
         simulators = []
         for operator, port in operator_ports.items():
             simulators.append((self.children.start(f"operator-{operator}", [
-                sys.executable, "-m", "switch.cli", "sim", "operator", "--id", operator, "--dialect",
+                sys.executable, "-m", "switch.app.cli", "sim", "operator", "--id", operator, "--dialect",
                 OPERATOR_DIALECT, "--port", str(port), "--latency-ms", str(options.operator_latency_ms)]), port))
         for simulator, port in simulators:
             wait_port(simulator, port)
         listener_port = free_port()
         config = write_switch_config(self.run_dir, listener_port, operator_ports, options.dsn, self.schema)
-        argv = [sys.executable, "-m", "switch.cli", "--log-level", "INFO", "serve", "--config", str(config)]
+        argv = [sys.executable, "-m", "switch.app.cli", "--log-level", "INFO", "serve", "--config", str(config)]
         if options.workers > 1:
             argv += ["--workers", str(options.workers)]
         switch = self.children.start("switch", argv)

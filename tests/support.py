@@ -13,9 +13,9 @@ from pathlib import Path
 import asyncpg
 
 from simulators.operator import OperatorBehaviour, OperatorSimulator
-from switch.config import parse_config
+from switch.app.config import parse_config
 from switch.journal import PostgresJournal
-from switch.server import Switch
+from switch.app.server import Switch
 from switch.wire import load_dialect
 
 DEMO_CONF = Path(__file__).resolve().parents[1] / "conf" / "demo" / "airswitch.toml"

@@ -22,7 +22,7 @@ import orjson
 
 from faultproxy import FaultProxy
 from simulators.operator import OperatorBehaviour, OperatorSimulator
-from switch.audit import audit, format_findings
+from switch.app.audit import audit, format_findings
 from switch.journal import PostgresJournal
 from support import DEMO_CONF, MELLI, NOVIN, BankClient, top_up
 
@@ -90,7 +90,7 @@ class SwitchProcess:
 
     async def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "switch.cli", "--log-level", "ERROR", "serve", "--config", str(self.config)],
+            [sys.executable, "-m", "switch.app.cli", "--log-level", "ERROR", "serve", "--config", str(self.config)],
             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
         for _ in range(200):
             with contextlib.suppress(OSError):
@@ -261,7 +261,7 @@ def test_switch_killed_with_sigkill_and_restarted_leaves_the_books_balanced(tmp_
     end = switch_config.index('"', start)
     config = directory / "audit.toml"
     config.write_text(switch_config[:start] + pg_dsn + switch_config[end:])
-    result = subprocess.run([sys.executable, "-m", "switch.cli", "audit", "--config", str(config),
+    result = subprocess.run([sys.executable, "-m", "switch.app.cli", "audit", "--config", str(config),
                              "--bank-approvals", str(approvals), "--operator-ledger", str(ledger)],
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                             timeout=60)

@@ -13,7 +13,7 @@ from switch.clock import utcnow
 from switch.providers.adapters import adapter_for
 from switch.wire import load_dialect
 from support import MELLI, BankClient, postgres_journal, running_switch, switch_config, top_up
-from switch.server import Switch
+from switch.app.server import Switch
 
 LINKS = [(dialect, mode) for dialect in ("opa87", "opb93", "opcjson") for mode in ("connect", "accept")]
 IDS = [f"{dialect}-{mode}" for dialect, mode in LINKS]

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from switch.config import LinkConfig, OperatorConfig
+from switch.app.config import LinkConfig, OperatorConfig
 from switch.providers.adapters import ADAPTERS, OperatorAdapter, adapter_for
 from switch.providers.base import NotSent, OperatorReversal, Provider, TopUp
 from switch.providers.link import OperatorPool

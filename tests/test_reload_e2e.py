@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from simulators.operator import OperatorBehaviour, OperatorSimulator
-from switch.config import load_config
-from switch.server import Switch
+from switch.app.config import load_config
+from switch.app.server import Switch
 from support import DEMO_CONF, BankClient, top_up
 
 OPERATORS = ("MCI", "IRANCELL", "RIGHTEL")

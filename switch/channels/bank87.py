@@ -17,7 +17,7 @@ import ipaddress
 import logging
 
 from switch.channels.iso import HANDLED, SIGN_OFF, SIGN_ON, IsoTranslator, is_request, undecodable_answer
-from switch.config import AcquirerConfig, ListenerConfig
+from switch.app.config import AcquirerConfig, ListenerConfig
 from switch.errors import RemoteProtocolError
 from switch.flow.codes import ResponseCode
 from switch.flow.core import TransactionCore

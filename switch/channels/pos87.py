@@ -18,7 +18,7 @@ import logging
 from collections import deque
 
 from switch.channels.iso import HANDLED, IsoTranslator, is_request, undecodable_answer
-from switch.config import AcquirerConfig, PosListenerConfig, TerminalConfig
+from switch.app.config import AcquirerConfig, PosListenerConfig, TerminalConfig
 from switch.errors import RemoteProtocolError
 from switch.flow.codes import ResponseCode
 from switch.flow.core import TransactionCore

@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 
 from routing import Router
 from switch.clock import BusinessCalendar
-from switch.config import SwitchConfig
+from switch.app.config import SwitchConfig
 from switch.errors import LocalProtocolError
 from switch.flow.engine import Chain, Engine
 from switch.flow.in_flight import InFlight

@@ -11,7 +11,7 @@ from enum import StrEnum
 
 import msgspec
 
-from switch.config import AcquirerConfig, TerminalConfig
+from switch.app.config import AcquirerConfig, TerminalConfig
 from switch.flow.codes import ResponseCode
 
 

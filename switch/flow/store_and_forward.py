@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Awaitable, Callable, Mapping
 
 from switch.clock import utcnow
-from switch.config import ReversalConfig
+from switch.app.config import ReversalConfig
 from switch.flow.codes import ResponseCode
 from switch.flow.states import TxnState, check_transition
 from switch.journal import Journal, JournalError, Outcome, PendingReversal, Reversal, ReversalUpdate

@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from typing import Callable, Iterator
 
-from switch.config import LinkConfig, OperatorConfig
+from switch.app.config import LinkConfig, OperatorConfig
 from switch.errors import RemoteProtocolError
 from switch.providers.adapters import OperatorAdapter, adapter_for
 from switch.providers.adapters.iso import stan

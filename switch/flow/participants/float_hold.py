@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from switch.accounts import FloatLedger, InsufficientFloat, LedgerError, LedgerUnavailable, Pricing, UnknownHold
-from switch.config import PricingConfig
+from switch.app.config import PricingConfig
 from switch.flow.codes import ResponseCode
 from switch.flow.states import TxnState
 from switch.flow.transaction import Transaction

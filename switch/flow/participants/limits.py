@@ -13,7 +13,7 @@ import time
 from collections import defaultdict, deque
 from datetime import date
 
-from switch.config import AcquirerConfig
+from switch.app.config import AcquirerConfig
 from switch.flow.codes import ResponseCode
 from switch.flow.states import TxnState
 from switch.flow.transaction import Transaction

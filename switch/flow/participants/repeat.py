@@ -12,7 +12,7 @@ import logging
 from routing import InvalidMsisdn, normalise_msisdn
 from switch.flow.codes import ResponseCode
 from switch.flow.in_flight import InFlight
-from switch.flow.messages import Answer, Kind, Request
+from switch.flow.messages import Answer, Kind
 from switch.flow.transaction import Transaction, approval
 from switch.journal import Journal, JournalError
 

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
+from switch.app.runner import run, wait_for_signal
 from switch.errors import AirswitchError
 from switch.journal import JournalError
-
-
-def run(coroutine) -> object:
-    """Run on uvloop where it is installed (Linux, macOS), else on asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
 
 
 def setup_logging(level: str) -> None:
@@ -28,31 +19,15 @@ def setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
-async def wait_for_signal(on_reload=None) -> None:
-    """Until SIGINT or SIGTERM; SIGHUP calls `on_reload` (a coroutine function) when given."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    reloads: set[asyncio.Task] = set()
-    if on_reload is not None:
-        def reload() -> None:
-            task = loop.create_task(on_reload())
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-        loop.add_signal_handler(signal.SIGHUP, reload)
-    await stop.wait()
-
-
 # -- serve ------------------------------------------------------------------------------
 def cmd_serve(args) -> int:
-    from switch.config import load_config
-    from switch.server import Switch
+    from switch.app.config import load_config
+    from switch.app.server import Switch
 
     config = load_config(args.config)
     pid_file = Path(args.pid_file) if args.pid_file else None
     if args.workers > 1:
-        from switch.workers import supervise
+        from switch.app.workers import supervise
         if pid_file is not None:
             pid_file.write_text(f"{os.getpid()}\n")
         try:
@@ -86,8 +61,8 @@ def cmd_reload(args) -> int:
         return 2
     if args.config:
         # Validate first, so a broken file is reported here and not only in the switch's log.
-        from switch.config import load_config
-        from switch.server import load_router
+        from switch.app.config import load_config
+        from switch.app.server import load_router
         load_router(load_config(args.config))
     try:
         os.kill(pid, signal.SIGHUP)
@@ -135,7 +110,7 @@ def cmd_sim_operator(args) -> int:
 
 def cmd_sim_bank(args) -> int:
     from simulators.bank import BankSimulator
-    from switch.reporting import print_bank_report
+    from simulators.reporting import print_bank_report
 
     async def main():
         bank = BankSimulator(args.host, args.port, args.institution_id, count=args.count, rate=args.rate,
@@ -154,9 +129,9 @@ def cmd_sim_bank(args) -> int:
 # -- routes -------------------------------------------------------------------------------
 def cmd_routes_check(args) -> int:
     from routing import InvalidMsisdn, normalise_msisdn
-    from switch.config import load_config
+    from switch.app.config import load_config
     from switch.resources import demo_config
-    from switch.server import load_router
+    from switch.app.server import load_router
 
     config = load_config(args.config or demo_config())
     router = load_router(config)
@@ -182,8 +157,8 @@ def cmd_routes_check(args) -> int:
 
 
 def _journal_of(config_path: str):
-    from switch.config import load_config
-    from switch.server import open_journal
+    from switch.app.config import load_config
+    from switch.app.server import open_journal
     return open_journal(load_config(config_path))
 
 
@@ -191,7 +166,7 @@ def cmd_audit(args) -> int:
     import orjson
     from collections import Counter
 
-    from switch.audit import audit, format_findings
+    from switch.app.audit import audit, format_findings
 
     bank_approvals = None
     if args.bank_approvals:
@@ -265,7 +240,7 @@ def cmd_sim_pos(args) -> int:
 def cmd_float(args) -> int:
     """Float accounts of prepaid acquirers and agents: every movement is a ledger row with its actor."""
     from switch.accounts import FloatLedger
-    from switch.config import load_config
+    from switch.app.config import load_config
 
     config = load_config(args.config)
 
@@ -303,7 +278,7 @@ def cmd_float(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from switch.demo import run_demo
+    from switch.app.demo import run_demo
     return run(run_demo(seconds=args.seconds, rate=args.rate, journal_path=args.journal))
 
 

@@ -17,14 +17,14 @@ import subprocess
 import sys
 import time
 
-log = logging.getLogger("airswitch.workers")
+log = logging.getLogger("airswitch.app.workers")
 
 RESTART_DELAY = 1.0     # seconds before a dead worker is started again
 STOP_TIMEOUT = 30.0     # seconds the workers get to drain on stop
 
 
 def supervise(config: str, workers: int, log_level: str) -> int:
-    command = [sys.executable, "-m", "switch.cli", "--log-level", log_level, "serve", "--config", config,
+    command = [sys.executable, "-m", "switch.app.cli", "--log-level", log_level, "serve", "--config", config,
                "--reuse-port"]
     children: list[subprocess.Popen] = [subprocess.Popen(command) for _ in range(workers)]
     stopping = False

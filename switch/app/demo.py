@@ -22,11 +22,11 @@ import msgspec
 
 from simulators.bank import BankSimulator, run_id
 from simulators.operator import OperatorBehaviour, OperatorSimulator
-from switch.config import load_config
-from switch.reporting import bank_report_table
+from switch.app.config import load_config
+from simulators.reporting import bank_report_table
 from switch.resources import demo_config
 from switch.journal import SQLiteJournal
-from switch.server import Switch
+from switch.app.server import Switch
 
 PROGRESS_EVERY = 1.0  # seconds between progress lines
 SETTLE_SECONDS = 10.0  # at most this long after the traffic for pending reversals to be answered

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from simulators.bank import BankReport
+from switch.flow.codes import ResponseCode
 
-CODE_NAMES = {
-    "00": "approved", "05": "declined", "12": "invalid txn", "13": "invalid amount", "14": "invalid MSISDN",
-    "30": "format error", "57": "not permitted", "91": "unavailable", "92": "no route", "94": "duplicate",
-    "96": "malfunction",
-}
+
+def code_name(code: str) -> str:
+    """"05" -> "declined": the response code's name, for people."""
+    try:
+        return ResponseCode(code).name.lower().replace("_", " ")
+    except ValueError:
+        return ""
 
 
 def bank_report_table(reports: dict[str, BankReport]) -> str:
     codes = sorted({code for report in reports.values() for code in report.answers})
-    header = ["acquirer", "sent"] + [f"{code} {CODE_NAMES.get(code, '')}".strip() for code in codes] + \
+    header = ["acquirer", "sent"] + [f"{code} {code_name(code)}".strip() for code in codes] + \
              ["no answer", "p50 ms", "p99 ms"]
     rows = []
     total_sent, total_lost = 0, 0

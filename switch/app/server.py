@@ -21,7 +21,7 @@ from switch.accounts import FloatLedger
 from switch.channels.bank87 import AcquirerConnection, AcquirerDirectory
 from switch.channels.iso import IsoTranslator
 from switch.channels.pos87 import PosConnection, PosDirectory
-from switch.config import SwitchConfig, load_config
+from switch.app.config import SwitchConfig, load_config
 from switch.errors import ConfigError
 from switch.flow.core import TransactionCore
 from switch.flow.late_answers import LateAnswers
