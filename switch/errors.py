@@ -1,8 +1,19 @@
 """The one error tree of airswitch.
 
-Split as h11 splits it: a `LocalProtocolError` is our own misuse (a bug here), a
-`RemoteProtocolError` is a peer that misbehaved. Each remote error says whether the
-connection survives it, so the I/O layer needs no table of its own.
+    AirswitchError
+      ConfigError              a configuration that does not validate (file, key, problem)
+      LocalProtocolError       our own misuse, a bug here (switch.flow.states.IllegalTransition)
+      RemoteProtocolError      a peer broke the wire contract; `closes_connection` says what survives
+        FrameError             the byte stream is broken: the connection is closed
+        MessageDecodeError     one message does not decode: the connection survives
+      JournalError             switch.journal: not stored or not read (the caller answers 96 or 91)
+      LedgerError              switch.accounts: a float movement refused or not known to be done
+      ProviderError            switch.providers.base: NotSent (nothing left), NoAnswer (outcome unknown)
+
+Split as h11 splits it: local is ours, remote is the peer's. The channels and operator
+links read `closes_connection` rather than keeping a table of their own. The pure
+`routing` package imports nothing of the switch; its errors (InvalidMsisdn,
+RoutingConfigError) are ValueErrors that the flow and the configuration translate.
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from switch.errors import AirswitchError
+
 from . import schema as sql
 
 DEFAULT_SCHEMA = "public"
@@ -63,7 +65,7 @@ _INT64_MAX = 2**63 - 1
 _UNAVAILABLE_CLASSES = ("08", "57", "53", "40")
 
 
-class LedgerError(Exception):
+class LedgerError(AirswitchError):
     """Base of every ledger error; raised as such when a rule refuses an operation."""
 
 

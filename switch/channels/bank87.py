@@ -95,8 +95,11 @@ class AcquirerConnection(asyncio.Protocol):
         try:
             frames = self.decoder.feed(data)
         except RemoteProtocolError as exc:
-            log.warning("%s: %s; closing the connection", self.peer, exc)
-            self.transport.close()   # a broken byte stream (exc.closes_connection): nothing after it is trusted
+            if exc.closes_connection:   # a broken byte stream: nothing after it can be trusted
+                log.warning("%s: %s; closing the connection", self.peer, exc)
+                self.transport.close()
+            else:
+                log.warning("%s: %s", self.peer, exc)
             return
         self._watch_partial_frame(progressed=bool(frames))
         for frame in frames:

@@ -104,11 +104,12 @@ class IsoTranslator:
                 sales_channel: str | None = None) -> Request:
         amount = message.get("4")
         mti = message["t"]
+        tags = read_tlv(message.get("48"))
         return Request(
             kind=kind, channel=self.channel, payer=payer, acquirer_id=message.get("32", ""),
             tracking_code=message.get("37", ""), msisdn=message.get("103"),
             amount=int(amount) if amount and amount.isdigit() else None, currency=message.get("49"),
-            sales_channel=read_tlv(message.get("48")).get("CH") or sales_channel, message_type=mti,
+            product=tags.get("PC"), sales_channel=tags.get("CH") or sales_channel, message_type=mti,
             trace=message.get("11", ""), transmitted_at=message.get("7"), terminal_id=message.get("41"),
             merchant_id=message.get("42"), card_masked=mask_card(message.get("2")),
             original=read_original(message.get("90")) if kind is Kind.REVERSAL else None,

@@ -74,8 +74,11 @@ class PosConnection(asyncio.Protocol):
         try:
             self.frames.extend(self.decoder.feed(data))
         except RemoteProtocolError as exc:
-            log.warning("%s: %s; closing the connection", self.peer, exc)
-            self.transport.close()
+            if exc.closes_connection:   # a broken byte stream: nothing after it can be trusted
+                log.warning("%s: %s; closing the connection", self.peer, exc)
+                self.transport.close()
+            else:
+                log.warning("%s: %s", self.peer, exc)
             return
         if self.frames and not self.busy:
             self.busy = True

@@ -21,13 +21,12 @@ class Kind(StrEnum):
     BALANCE = "balance"      # the payer's float balance
     INQUIRY = "inquiry"      # which operator serves msisdn and what amounts it takes
     REVERSAL = "reversal"    # undo an approved top-up (request, advice or its repeat)
-    NETWORK = "network"      # sign-on, sign-off, echo
 
 
 class PayerKind(StrEnum):
     ACQUIRER = "acquirer"    # a bank or PSP, host to host
     TERMINAL = "terminal"    # a registered POS terminal of an acquirer (its agent's float, if any)
-    AGENT = "agent"
+    AGENT = "agent"          # an agent's own float (the SMS and USSD channels, next)
 
 
 class Payer(msgspec.Struct, frozen=True):
@@ -75,7 +74,6 @@ class Request(msgspec.Struct, frozen=True, kw_only=True):
     card_masked: str | None = None        # first 6 and last 4 only
     original: Original | None = None      # reversals
     advice: bool = False                  # a reversal the payer will not wait for (0420/0421): never refused
-    network_code: str | None = None       # network management: "001" sign-on, "002" sign-off, "301" echo
     problem: str | None = None            # the channel found a mandatory field missing or malformed (30)
 
 

@@ -12,6 +12,7 @@ from datetime import date, datetime
 
 import msgspec
 
+from switch.errors import AirswitchError
 from switch.flow.states import TxnState
 
 # Outcome.state: a TxnState (switch/flow/states.py, where the states and their moves are declared).
@@ -129,7 +130,7 @@ class TransactionView(msgspec.Struct, frozen=True):
     latency_ms: float | None
 
 
-class JournalError(Exception):
+class JournalError(AirswitchError):
     """Base class of everything the journal raises on purpose."""
 
 

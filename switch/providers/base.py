@@ -19,6 +19,8 @@ from typing import Protocol
 
 import msgspec
 
+from switch.errors import AirswitchError
+
 
 class TopUp(msgspec.Struct, frozen=True):
     """What the switch asks a provider to do: credit `amount` to `msisdn`."""
@@ -62,7 +64,7 @@ class ReversalAnswer(msgspec.Struct, frozen=True):
     nothing_to_reverse: bool = False   # settled because the operator never credited it (25 / 480 / NOT_FOUND)
 
 
-class ProviderError(Exception):
+class ProviderError(AirswitchError):
     """Base of what a provider raises about one request."""
 
 

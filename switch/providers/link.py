@@ -233,8 +233,11 @@ class OperatorLink(asyncio.Protocol):
         try:
             frames = self._decoder.feed(data)
         except RemoteProtocolError as exc:
-            log.error("link %s: %s; closing", self.name, exc)
-            self.transport.close()
+            if exc.closes_connection:   # a broken byte stream: nothing after it can be trusted
+                log.error("link %s: %s; closing", self.name, exc)
+                self.transport.close()
+            else:
+                log.error("link %s: %s", self.name, exc)
             return
         dropped = self._decoder.take_dropped()
         if dropped:
@@ -243,7 +246,7 @@ class OperatorLink(asyncio.Protocol):
         for frame in frames:
             try:
                 message = self.adapter.dialect.decode(frame)
-            except RemoteProtocolError as exc:
+            except RemoteProtocolError as exc:   # one message (closes_connection False): the link stays
                 log.error("link %s: ignored a message that does not decode: %s", self.name, exc)
                 continue
             self._dispatch(message)
