@@ -18,7 +18,7 @@ import msgspec
 
 from routing import AmountRule, Router
 from switch.accounts import Balance, InsufficientFloat, LedgerError, LedgerUnavailable, UnknownAccount, UnknownHold
-from switch.config import AcquirerConfig, ReversalConfig, SwitchConfig
+from switch.app.config import AcquirerConfig, ReversalConfig, SwitchConfig
 from switch.flow.core import TransactionCore
 from switch.flow.messages import Kind, Original, Payer, PayerKind, Request
 from switch.flow.participants.dedupe import DedupeWindow
@@ -181,6 +181,10 @@ class FakeJournal:
 
     async def try_lead(self) -> bool:
         return True
+
+    async def reversal(self, txn_id: str) -> PendingReversal | None:
+        found = [r for r in await self.reversals(("pending", "done", "failed", "resolved")) if r.txn_id == txn_id]
+        return found[0] if found else None
 
     async def reversals(self, states: tuple[str, ...] = ("pending",), limit: int = 1000) -> list[PendingReversal]:
         self._read("reversals")

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from switch.clock import utcnow
-from switch.config import FrequencyLimit, PricingConfig
+from switch.app.config import FrequencyLimit, PricingConfig
 from switch.flow.codes import ResponseCode
 from switch.flow.messages import Balance
 from switch.flow.participants.dedupe import DedupeWindow
@@ -472,10 +472,6 @@ def test_a_repeat_with_no_original_is_processed_as_a_top_up_under_its_own_key():
 
 # -- in flight ----------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "BUG switch/flow/in_flight.py InFlight.begin: a key the bounded dedupe window forgot while its transaction "
-    "is still in flight is begun again; the duplicate's end pops the original's entry, and the original's end "
-    "then raises KeyError after its approval was journaled"))
 def test_a_duplicate_of_a_top_up_still_in_flight_after_the_window_forgot_its_key_leaves_the_original_answer():
     flow = Flow(window=DedupeWindow(max_keys=1))
     original = top_up()

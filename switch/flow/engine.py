@@ -85,7 +85,10 @@ class Engine:
             # Also on an exception (a bug): then txn.state is None and every participant keeps what it
             # holds, as for an unknown outcome; orphan recovery reverses the request if it was sent.
             for end in reversed(ends):
-                await end(txn)
+                try:
+                    await end(txn)
+                except Exception:   # a bug in one undo must not skip the others
+                    log.exception("txn %s: %s failed", txn.txn_id, getattr(end, "__qualname__", end))
         if not txn.journaled:
             await self.record_refusal(txn)
         return txn.answer()

@@ -191,9 +191,9 @@ async def finish_reversal(journal: Journal, pending: PendingReversal, attempts: 
 
 async def resolve_reversal(journal: Journal, txn_id: str, note: str) -> bool:
     """A person settled a reversal with the operator by other means: close it (state resolved)."""
-    owed = [r for r in await journal.reversals(("failed", "pending"), limit=100_000) if r.txn_id == txn_id]
-    if not owed:
+    owed = await journal.reversal(txn_id)
+    if owed is None or owed.state not in ("failed", "pending"):
         return False
-    await finish_reversal(journal, owed[0], owed[0].attempts, "resolved", TxnState.RESOLVED, "manual_resolution",
+    await finish_reversal(journal, owed, owed.attempts, "resolved", TxnState.RESOLVED, "manual_resolution",
                           None, note)
     return True

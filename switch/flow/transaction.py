@@ -52,8 +52,9 @@ class Transaction:
 
     def decide(self, state: TxnState, code: str) -> None:
         """The transaction's end: its state (checked against the transitions) and the payer's code."""
+        response_code = ResponseCode(code)   # a code outside 1.6 is a bug: raised before anything is decided
         self.state = check_transition(self.state, state)
-        self.response_code = ResponseCode(code)
+        self.response_code = response_code
 
     @property
     def latency_ms(self) -> float:

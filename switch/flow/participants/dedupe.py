@@ -73,7 +73,8 @@ class Dedupe:
         self.in_flight = in_flight
 
     async def prepare(self, txn: Transaction) -> ResponseCode | None:
-        if not await self.window.claim(txn.key):
+        # In flight here but gone from the window (a full window forgets the oldest keys): a duplicate too.
+        if not await self.window.claim(txn.key) or self.in_flight.waiting_for(txn.key) is not None:
             return ResponseCode.DUPLICATE
         self.in_flight.begin(txn.key)
         txn.in_flight = True
