@@ -72,8 +72,6 @@ class LedgerError(AirswitchError):
 class InsufficientFloat(LedgerError):
     """The account's available float (balance - held + credit_limit) does not cover it."""
 
-    response_code = "51"
-
 
 class UnknownAccount(LedgerError):
     """No such account (or parent account)."""

@@ -165,7 +165,7 @@ class Switch:
             self.directory.replace(config.acquirers)
             self.terminals.replace(config.terminals, config.acquirers)
             self.core.reconfigure(config, router)
-            self.forwarder.config = config.reversals
+            self.forwarder.reconfigure(config.reversals)
             await asyncio.gather(*(pool.drain(DRAIN_TIMEOUT) for pool in retired))
             log.info("configuration reloaded from %s", config.source)
             return True

@@ -23,12 +23,12 @@ import logging
 from typing import Protocol, runtime_checkable
 
 from switch.clock import BusinessCalendar
+from switch.errors import LocalProtocolError
 from switch.flow.codes import ResponseCode
 from switch.flow.messages import Answer, Request
 from switch.flow.states import TxnState
 from switch.flow.transaction import Transaction
 from switch.journal import Journal, JournalError
-from switch.errors import LocalProtocolError
 
 log = logging.getLogger("airswitch.flow")
 
@@ -50,7 +50,6 @@ class Chain:
     """The participants of one kind of transaction, in order (built once, run for every request)."""
 
     def __init__(self, *participants: Participant) -> None:
-        self.participants = participants
         # (prepare, end or None), bound once: the engine runs these for every request.
         self.steps = tuple((p.prepare, p.end if isinstance(p, UndoingParticipant) else None)
                            for p in participants)
@@ -88,7 +87,7 @@ class Engine:
                 try:
                     await end(txn)
                 except Exception:   # a bug in one undo must not skip the others
-                    log.exception("txn %s: %s failed", txn.txn_id, getattr(end, "__qualname__", end))
+                    log.exception("txn %s: %s failed", txn.txn_id, end.__qualname__)
         if not txn.journaled:
             await self.record_refusal(txn)
         return txn.answer()

@@ -53,6 +53,10 @@ class ReversalForwarder:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="reversal forwarder")
 
+    def reconfigure(self, config: ReversalConfig) -> None:
+        """A reloaded configuration: backoff, attempts and polling apply from the next round."""
+        self.config = config
+
     def wake(self) -> None:
         """A reversal was just stored: look now rather than at the next poll."""
         self._wake.set()

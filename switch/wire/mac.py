@@ -29,13 +29,13 @@ except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES
 
 from switch.errors import LocalProtocolError
+from switch.flow.codes import ResponseCode
 
 MAC_LENGTH = 8
 KEY_LENGTH = 16
 BLOCK = 8
 MAC_FIELDS = ("64", "128")
 UNSIGNED_MTIS = frozenset({"0800", "0810"})   # network management carries no MAC
-UNSIGNED_RESPONSE_CODE = "63"                   # "security violation" answers are not signed
 _ZERO_MAC = "00" * MAC_LENGTH                   # pyiso8583 carries binary fields as hex text
 
 
@@ -82,7 +82,7 @@ def mac_field_for(fields: Mapping[str, str]) -> str:
 
 def mac_required(fields: Mapping[str, str]) -> bool:
     """Whether this message must carry a MAC: all but 0800/0810 and answers with 39 = 63."""
-    return fields.get("t") not in UNSIGNED_MTIS and fields.get("39") != UNSIGNED_RESPONSE_CODE
+    return fields.get("t") not in UNSIGNED_MTIS and fields.get("39") != ResponseCode.SECURITY_VIOLATION   # not signed
 
 
 def mac_input(message: bytes, mac_field: str) -> bytes:
