@@ -291,7 +291,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airswitch", description=__doc__)
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_running(commands)
+    _add_simulators(commands.add_parser("sim", help="simulated peers").add_subparsers(dest="peer", required=True))
+    _add_money_tools(commands)
+    try:
+        from bench.cli import add_bench_parser
+    except ImportError as exc:  # the load test's own dependencies are an extra
+        missing = exc.name
+        bench = commands.add_parser("bench", help="the load test (needs: pip install 'airswitch[bench]')")
+        bench.set_defaults(handler=lambda _args: _needs_bench_extra(missing))
+    else:
+        add_bench_parser(commands)
+    routes = commands.add_parser("routes", help="routing tools").add_subparsers(dest="action", required=True)
+    check = routes.add_parser("check", help="show how a number routes")
+    check.add_argument("msisdn")
+    check.add_argument("--config", default=None, help="switch configuration (default: the demo's)")
+    check.add_argument("--country", default="IR", help="country for national numbers (default IR)")
+    check.set_defaults(handler=cmd_routes_check)
+    return parser
 
+
+def _add_running(commands) -> None:
+    """serve, reload, demo."""
     serve = commands.add_parser("serve", help="run the switch")
     serve.add_argument("--config", required=True, help="the switch's TOML configuration")
     serve.add_argument("--pid-file", default=None, help="write the process id here (for `airswitch reload`)")
@@ -313,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="SQLite journal file, recreated each run (default airswitch-demo.sqlite)")
     demo.set_defaults(handler=cmd_demo)
 
-    sim = commands.add_parser("sim", help="simulated peers").add_subparsers(dest="peer", required=True)
+
+def _add_simulators(sim) -> None:
+    """sim operator, sim bank, sim pos."""
     operator = sim.add_parser("operator", help="an operator host (the switch dials it, or it dials the switch)")
     operator.add_argument("--dialect", default="opa87", choices=["opa87", "opb93", "opcjson"])
     operator.add_argument("--dial", default=None, metavar="HOST:PORT",
@@ -350,6 +373,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="write (acquirer, tracking code) of every 00 received (for airswitch audit)")
     bank.set_defaults(handler=cmd_sim_bank)
 
+    pos = sim.add_parser("pos", help="POS terminals (pos87, TPDU, MAC), one request at a time each")
+    pos.add_argument("--host", default="127.0.0.1")
+    pos.add_argument("--port", type=int, default=5820)
+    pos.add_argument("--terminals", type=int, default=10)
+    pos.add_argument("--prefix", default="POS", help="terminal ids are PREFIX + a number, 8 characters")
+    pos.add_argument("--acquirer", default="603799")
+    pos.add_argument("--key", required=True, help="the terminals' MAC key K1||K2, 32 hex digits")
+    pos.add_argument("--count", type=int, default=100)
+    pos.add_argument("--concurrency", type=int, default=10)
+    pos.add_argument("--wrong-key-share", type=float, default=0.0, help="share of requests MACed with a wrong key")
+    pos.set_defaults(handler=cmd_sim_pos)
+
+
+def _add_money_tools(commands) -> None:
+    """audit, reversals, float."""
     audit_cmd = commands.add_parser("audit", help="prove from the journal that every transaction is settled")
     audit_cmd.add_argument("--config", required=True, help="the switch's configuration (for its journal)")
     audit_cmd.add_argument("--bank-approvals", action="append", default=[],
@@ -372,27 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--config", required=True)
     resolve.set_defaults(handler=cmd_reversals)
 
-    try:
-        from bench.cli import add_bench_parser
-    except ImportError as exc:  # the load test's own dependencies are an extra
-        missing = exc.name
-        bench = commands.add_parser("bench", help="the load test (needs: pip install 'airswitch[bench]')")
-        bench.set_defaults(handler=lambda _args: _needs_bench_extra(missing))
-    else:
-        add_bench_parser(commands)
-
-    pos = sim.add_parser("pos", help="POS terminals (pos87, TPDU, MAC), one request at a time each")
-    pos.add_argument("--host", default="127.0.0.1")
-    pos.add_argument("--port", type=int, default=5820)
-    pos.add_argument("--terminals", type=int, default=10)
-    pos.add_argument("--prefix", default="POS", help="terminal ids are PREFIX + a number, 8 characters")
-    pos.add_argument("--acquirer", default="603799")
-    pos.add_argument("--key", required=True, help="the terminals' MAC key K1||K2, 32 hex digits")
-    pos.add_argument("--count", type=int, default=100)
-    pos.add_argument("--concurrency", type=int, default=10)
-    pos.add_argument("--wrong-key-share", type=float, default=0.0, help="share of requests MACed with a wrong key")
-    pos.set_defaults(handler=cmd_sim_pos)
-
     floats = commands.add_parser("float", help="prepaid float accounts (journaled ledger movements)")
     float_actions = floats.add_subparsers(dest="action", required=True)
     for action, help_text in (("open", "open an account (an agent's sub-agent with --parent)"),
@@ -414,14 +431,6 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "statement":
             command.add_argument("--limit", type=int, default=50)
         command.set_defaults(handler=cmd_float)
-
-    routes = commands.add_parser("routes", help="routing tools").add_subparsers(dest="action", required=True)
-    check = routes.add_parser("check", help="show how a number routes")
-    check.add_argument("msisdn")
-    check.add_argument("--config", default=None, help="switch configuration (default: the demo's)")
-    check.add_argument("--country", default="IR", help="country for national numbers (default IR)")
-    check.set_defaults(handler=cmd_routes_check)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
