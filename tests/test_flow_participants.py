@@ -4,8 +4,10 @@ fakes of the journal, the providers and the float ledger (tests/fakes.py): no so
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 
+import msgspec
 import pytest
 
 from switch.clock import utcnow
@@ -13,6 +15,7 @@ from switch.app.config import FrequencyLimit, PricingConfig
 from switch.flow.codes import ResponseCode
 from switch.flow.messages import Balance
 from switch.flow.participants.dedupe import DedupeWindow
+from switch.flow.queueing import IntakeQueue
 from switch.providers.base import NoAnswer, NotSent, Provider
 
 from tests.fakes import (ACCOUNT, IRANCELL_NUMBER, UNROUTED_NUMBER, FakeJournal, FakeLedger, FakeProvider, Flow,
@@ -225,7 +228,7 @@ def test_a_refusal_by_validation_does_not_use_the_key_and_the_corrected_request_
     assert len(flow.mci.calls) == 1
 
 
-def test_over_the_in_flight_cap_is_91_at_once_without_the_key():
+def test_over_the_in_flight_cap_is_91_at_once_without_the_key_and_nothing_recorded():
     flow = Flow(switch_config(max_in_flight=1))
 
     async def scenario():
@@ -240,8 +243,7 @@ def test_over_the_in_flight_cap_is_91_at_once_without_the_key():
     first, turned_away, sent_again = run_bounded(scenario())
     assert first.approved
     assert turned_away.response_code == ResponseCode.UNAVAILABLE
-    [(intake, outcome)] = flow.journal.refusals
-    assert (intake.uses_key, outcome.state, outcome.response_code) == (False, "refused", "91")
+    assert flow.journal.refusals == []        # a shed request spends nothing of the journal
     assert sent_again.approved
 
 
@@ -490,3 +492,43 @@ def test_a_duplicate_of_a_top_up_still_in_flight_after_the_window_forgot_its_key
     first, duplicate = run_bounded(scenario())
     assert duplicate.response_code == ResponseCode.DUPLICATE
     assert first.approved
+
+
+def test_a_top_up_that_queued_longer_than_the_objective_before_admission_is_shed_with_91_and_nothing_recorded():
+    flow = Flow(switch_config(max_queue_delay=0.05))
+    late = top_up(arrived=time.monotonic() - 0.2)      # its bytes arrived 200 ms ago: the loop is behind
+    shed, = asyncio.run(settle(flow, late))
+    assert shed.response_code == ResponseCode.UNAVAILABLE
+    assert flow.journal.refusals == [] and flow.journal.intakes == {} and flow.mci.calls == []
+    again, = asyncio.run(settle(flow, msgspec.structs.replace(late, arrived=time.monotonic())))
+    assert again.approved                                # the key was not used: sent again, it goes through
+
+
+def test_while_journal_commits_queue_longer_than_the_objective_top_ups_are_shed_and_admitted_once_they_drain(
+        monkeypatch):
+    flow = Flow(switch_config(max_queue_delay=0.05))
+    intakes = flow.core.intakes
+    real_monotonic = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() - 0.5)
+    intakes.enter("an intake waiting 500 ms for its commit")     # a journal that stopped committing
+    monkeypatch.undo()
+    shed, = asyncio.run(settle(flow, top_up()))
+    assert shed.response_code == ResponseCode.UNAVAILABLE and flow.mci.calls == []
+    intakes.leave("an intake waiting 500 ms for its commit")      # it commits: the fastest wait of its window
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + 0.11)   # that window has ended
+    assert intakes.delay() >= 0.4                                  # a standing queue: still shedding
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + 0.25)   # a window with none waiting
+    assert intakes.delay() == 0.0                                  # drained: admission opens again
+    monkeypatch.undo()
+    admitted, = asyncio.run(settle(flow, top_up()))
+    assert admitted.approved
+
+
+def test_a_burst_of_commit_waits_under_the_objective_is_no_standing_queue():
+    intakes = IntakeQueue(window=0.05)
+    for n in range(100):
+        intakes.enter(str(n))
+    for n in range(100):
+        intakes.leave(str(n))
+    time.sleep(0.06)
+    assert intakes.delay() < 0.05

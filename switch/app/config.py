@@ -23,6 +23,7 @@ DEFAULT_MAX_FRAME = 8192
 DEFAULT_READ_TIMEOUT = 30.0          # seconds for a started frame to complete
 DEFAULT_CONNECTION_IN_FLIGHT = 512   # requests in flight on one acquirer connection before reading pauses
 DEFAULT_SWITCH_IN_FLIGHT = 20_000    # requests in flight in the whole process before 91
+DEFAULT_MAX_QUEUE_DELAY = 0.05       # seconds a request may have queued before admission, or commits queue, before 91
 DEFAULT_OPERATOR_TIMEOUT = 10.0      # seconds to wait for an operator's answer
 DEFAULT_OPERATOR_IN_FLIGHT = 2_000   # per link
 DEFAULT_ECHO_INTERVAL = 30.0         # seconds of idle before an echo
@@ -154,6 +155,9 @@ class SwitchConfig(Struct):
     institution_id: str
     terminal_id: str = "AIRSW001"
     max_in_flight: int = DEFAULT_SWITCH_IN_FLIGHT
+    # Overload (INTERFACES.md 1.5): a top-up that waited longer than this to be admitted, or that arrives
+    # while journal commits take longer than this, is answered 91 at once instead of joining the queue.
+    max_queue_delay: float = DEFAULT_MAX_QUEUE_DELAY
     listener: ListenerConfig = ListenerConfig()
     business_day: BusinessDayConfig = BusinessDayConfig()
     journal: JournalConfig = JournalConfig()
@@ -209,6 +213,8 @@ def _check(config: SwitchConfig, path: Path) -> None:
         fail("institution_id", "must be 1 to 11 digits (it travels in field 32)")
     if len(config.terminal_id) != 8:
         fail("terminal_id", "must be exactly 8 characters (field 41)")
+    if not 0 < config.max_queue_delay <= 60:
+        fail("max_queue_delay", "must be more than 0 and at most 60 seconds")
     if config.listener.max_in_flight_per_connection < 1:
         fail("listener.max_in_flight_per_connection", "must be at least 1")
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", config.business_day.cutover):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 
 from switch.channels.iso import HANDLED, SIGN_OFF, SIGN_ON, IsoTranslator, is_request, undecodable_answer
 from switch.app.config import AcquirerConfig, ListenerConfig
@@ -102,11 +103,12 @@ class AcquirerConnection(asyncio.Protocol):
                 log.warning("%s: %s", self.peer, exc)
             return
         self._watch_partial_frame(progressed=bool(frames))
+        arrived = time.monotonic()
         for frame in frames:
-            self._take(frame)
+            self._take(frame, arrived)
 
     # -- messages --------------------------------------------------------------------
-    def _take(self, frame: bytes) -> None:
+    def _take(self, frame: bytes, arrived: float) -> None:
         try:
             message = self.dialect.decode(frame)
         except RemoteProtocolError as exc:
@@ -135,13 +137,13 @@ class AcquirerConnection(asyncio.Protocol):
         if self.in_flight >= self.listener.max_in_flight_per_connection and not self.paused:
             self.paused = True
             self.transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._process(message))
+        task = asyncio.get_running_loop().create_task(self._process(message, arrived))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _process(self, message: dict) -> None:
+    async def _process(self, message: dict, arrived: float) -> None:
         try:
-            reply = await self._answer(message)
+            reply = await self._answer(message, arrived)
         except Exception:
             log.exception("%s: request MTI %s STAN %s failed", self.peer, message.get("t"), message.get("11"))
             reply = self.translator.refusal(message, ResponseCode.MALFUNCTION)
@@ -153,13 +155,13 @@ class AcquirerConnection(asyncio.Protocol):
                     self.transport.resume_reading()
         self._send(reply)
 
-    async def _answer(self, message: dict) -> dict:
+    async def _answer(self, message: dict, arrived: float) -> dict:
         if self.acquirer.sign_on_required and not self.signed_on:
             return self.translator.refusal(message, ResponseCode.UNAVAILABLE)
         kind = self.translator.kind_of(message)
         if isinstance(kind, ResponseCode):
             return self.translator.refusal(message, kind)
-        request = self.translator.request(message, *kind, self.payer)
+        request = self.translator.request(message, *kind, self.payer, arrived=arrived)
         return self.translator.answer(message, await self.core.handle(request))
 
     def _send(self, answer: dict) -> None:

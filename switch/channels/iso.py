@@ -101,7 +101,7 @@ class IsoTranslator:
         return KINDS.get((mti, message.get("3")), ResponseCode.INVALID_TXN)
 
     def request(self, message: dict, kind: Kind, mandatory: str | None, payer: Payer,
-                sales_channel: str | None = None) -> Request:
+                sales_channel: str | None = None, arrived: float = 0.0) -> Request:
         amount = message.get("4")
         mti = message["t"]
         tags = read_tlv(message.get("48"))
@@ -114,7 +114,7 @@ class IsoTranslator:
             merchant_id=message.get("42"), card_masked=mask_card(message.get("2")),
             original=read_original(message.get("90")) if kind is Kind.REVERSAL else None,
             advice=REVERSALS.get(mti, False),
-            problem=self.format_problem(message, mandatory) if mandatory else None)
+            problem=self.format_problem(message, mandatory) if mandatory else None, arrived=arrived)
 
     def answer(self, message: dict, answer: Answer) -> dict:
         reply = self.refusal(message, answer.response_code)

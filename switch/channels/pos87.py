@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 
 from switch.channels.iso import HANDLED, IsoTranslator, is_request, undecodable_answer
@@ -53,7 +54,7 @@ class PosConnection(asyncio.Protocol):
         self.listener = listener
         self.tasks = tasks
         self.decoder = tpdu.frame_decoder(listener.max_frame)
-        self.frames: deque[bytes] = deque()
+        self.frames: deque[tuple[bytes, float]] = deque()   # (frame, when it arrived)
         self.busy = False
         self.peer = "?"
         self.transport: asyncio.Transport | None = None
@@ -72,7 +73,8 @@ class PosConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._arm_idle_timer()
         try:
-            self.frames.extend(self.decoder.feed(data))
+            arrived = time.monotonic()
+            self.frames.extend((frame, arrived) for frame in self.decoder.feed(data))
         except RemoteProtocolError as exc:
             if exc.closes_connection:   # a broken byte stream: nothing after it can be trusted
                 log.warning("%s: %s; closing the connection", self.peer, exc)
@@ -100,9 +102,9 @@ class PosConnection(asyncio.Protocol):
     async def _serve_frames(self) -> None:
         try:
             while self.frames:
-                frame = self.frames.popleft()
+                frame, arrived = self.frames.popleft()
                 try:
-                    await self._serve(frame)
+                    await self._serve(frame, arrived)
                 except Exception:
                     log.exception("%s: request failed", self.peer)
         finally:
@@ -111,7 +113,7 @@ class PosConnection(asyncio.Protocol):
                 self.transport.resume_reading()
                 self._arm_idle_timer()
 
-    async def _serve(self, frame: bytes) -> None:
+    async def _serve(self, frame: bytes, arrived: float) -> None:
         try:
             header, payload = tpdu.split_tpdu(frame)
         except RemoteProtocolError as exc:
@@ -149,18 +151,18 @@ class PosConnection(asyncio.Protocol):
             self._send(header, self.translator.refusal(message, ResponseCode.INVALID_TXN), key)
             return
         try:
-            reply = await self._answer(message, payer)
+            reply = await self._answer(message, payer, arrived)
         except Exception:
             log.exception("%s: terminal %s: request MTI %s STAN %s failed: 96", self.peer,
                           payer.terminal.terminal_id, mti, message.get("11"))
             reply = self.translator.refusal(message, ResponseCode.MALFUNCTION)
         self._send(header, reply, key)
 
-    async def _answer(self, message: dict, payer: Payer) -> dict:
+    async def _answer(self, message: dict, payer: Payer, arrived: float) -> dict:
         kind = self.translator.kind_of(message)
         if isinstance(kind, ResponseCode):
             return self.translator.refusal(message, kind)
-        request = self.translator.request(message, *kind, payer, sales_channel=SALES_CHANNEL)
+        request = self.translator.request(message, *kind, payer, sales_channel=SALES_CHANNEL, arrived=arrived)
         return self.translator.answer(message, await self.core.handle(request))
 
     async def _refuse_unauthenticated(self, message: dict, payer: Payer) -> None:

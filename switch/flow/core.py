@@ -28,6 +28,7 @@ from switch.flow.participants.provider_call import ProviderCall, ProviderReferen
 from switch.flow.participants.repeat import Repeat
 from switch.flow.participants.route import Route
 from switch.flow.participants.validate import Validate
+from switch.flow.queueing import IntakeQueue
 from switch.flow.reversals import AcquirerReversals
 from switch.journal import Journal
 from switch.providers.base import Provider
@@ -44,6 +45,7 @@ class TransactionCore:
         self.calendar = BusinessCalendar(config.business_day.cutover, config.business_day.timezone)
         self.engine = Engine(journal, self.calendar)
         self.in_flight = InFlight()
+        self.intakes = IntakeQueue()
         self.rules = AcquirerRules()
         self.reversals = AcquirerReversals(self.engine, journal, self.in_flight, config.reversals.window_days,
                                            on_reversal_stored)
@@ -57,19 +59,20 @@ class TransactionCore:
         self.top_up = Chain(
             Validate(),                                   # 30, 57                  before the key
             Repeat(self.journal, self.in_flight),         # a 0201's replay
-            Admission(self.in_flight, config.max_in_flight),  # 91 when over the cap
+            Admission(self.in_flight, config.max_in_flight,   # 91 at once, nothing recorded, when
+                      self.intakes, config.max_queue_delay),  # over the cap or queueing too long
             Dedupe(self.window, self.in_flight),          # 94 from the window
             Route(router, self.providers),                # 14, 92, 13              held until the key
             Limits(self.rules),                           # 57, 61, 65              held until the key
             ProviderReference(),                          # the reference at the provider, fixed
-            Journaling(self.journal),                     # intake: the key (94); outcome at the end
+            Journaling(self.journal, self.intakes),       # intake: the key (94); outcome at the end
             self.float_hold,                              # 51; capture or release at the end
             ProviderCall(),                               # send, await: 00, 05..., 91 (unknown: reversal)
         )
         self.balance = Chain(
             Validate(),
             Dedupe(self.window, self.in_flight),
-            Journaling(self.journal),
+            Journaling(self.journal, self.intakes),
             BalanceLookup(self.float_hold.ledger),
         )
 

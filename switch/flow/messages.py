@@ -75,6 +75,7 @@ class Request(msgspec.Struct, frozen=True, kw_only=True):
     original: Original | None = None      # reversals
     advice: bool = False                  # a reversal the payer will not wait for (0420/0421): never refused
     problem: str | None = None            # the channel found a mandatory field missing or malformed (30)
+    arrived: float = 0.0                  # time.monotonic() when its bytes reached the channel (0: unknown)
 
 
 class Balance(msgspec.Struct, frozen=True):

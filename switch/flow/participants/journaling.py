@@ -16,6 +16,7 @@ import uuid
 
 from switch.clock import utcnow
 from switch.flow.codes import ResponseCode
+from switch.flow.queueing import IntakeQueue
 from switch.flow.states import TxnState, check_transition
 from switch.flow.transaction import Transaction
 from switch.journal import Journal, JournalError, Outcome, Reversal
@@ -24,16 +25,21 @@ log = logging.getLogger("airswitch.flow")
 
 
 class Journaling:
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, intakes: IntakeQueue) -> None:
         self.journal = journal
+        self.intakes = intakes     # how long intakes wait for their commit, for admission
 
     async def prepare(self, txn: Transaction) -> ResponseCode | None:
+        txn_id = txn.txn_id
+        self.intakes.enter(txn_id)
         try:
             claimed = await self.journal.record_intake(txn.intake(uses_key=True))
         except JournalError as exc:
             log.error("txn %s: journal could not take the intake (%s): 96", txn.txn_id, exc)
             txn.journaled = True   # it may still commit after our wait ended: its outcome closes it
             return ResponseCode.MALFUNCTION
+        finally:
+            self.intakes.leave(txn_id)
         if not claimed:
             # Another process (or a restart) already used this key: recorded as a refusal of its own.
             txn.txn_id = uuid.uuid4().hex
