@@ -46,6 +46,7 @@ class TransactionCore:
         self.engine = Engine(journal, self.calendar)
         self.in_flight = InFlight()
         self.intakes = IntakeQueue()
+        self.admission = Admission(self.in_flight, config.max_in_flight, self.intakes, config.max_queue_delay)
         self.rules = AcquirerRules()
         self.reversals = AcquirerReversals(self.engine, journal, self.in_flight, config.reversals.window_days,
                                            on_reversal_stored)
@@ -54,13 +55,14 @@ class TransactionCore:
     def reconfigure(self, config: SwitchConfig, router: Router) -> None:
         """A reloaded configuration: routes, amount rules, caps and pricing apply to the next request."""
         self.router = router
+        self.admission.max_in_flight = config.max_in_flight
+        self.admission.max_queue_delay = config.max_queue_delay
         self.float_hold.pricing = config.pricing
         self.reversals.window_days = config.reversals.window_days
         self.top_up = Chain(
             Validate(),                                   # 30, 57                  before the key
             Repeat(self.journal, self.in_flight),         # a 0201's replay
-            Admission(self.in_flight, config.max_in_flight,   # 91 at once, nothing recorded, when
-                      self.intakes, config.max_queue_delay),  # over the cap or queueing too long
+            self.admission,                               # 91 at once, nothing recorded: overloaded
             Dedupe(self.window, self.in_flight),          # 94 from the window
             Route(router, self.providers),                # 14, 92, 13              held until the key
             Limits(self.rules),                           # 57, 61, 65              held until the key

@@ -34,6 +34,7 @@ class Admission:
         self.intakes = intakes
         self.max_queue_delay = max_queue_delay
         self.shed = 0                 # requests turned away since the last report
+        self.shed_total = 0           # ... since the start
         self._reported = time.monotonic()
 
     async def prepare(self, txn: Transaction) -> Answer | None:
@@ -51,6 +52,7 @@ class Admission:
 
     def _count(self, why: str) -> None:
         self.shed += 1
+        self.shed_total += 1
         now = time.monotonic()
         if now - self._reported >= SHED_REPORT_EVERY:
             log.warning("overload: %d top-up(s) answered 91 at once in the last %.0fs (%s)", self.shed,
