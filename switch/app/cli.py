@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
+from switch.app.logs import setup_logging
 from switch.app.runner import run, wait_for_signal
 from switch.errors import AirswitchError
 from switch.journal import JournalError
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
 # -- serve ------------------------------------------------------------------------------
@@ -31,7 +26,7 @@ def cmd_serve(args) -> int:
         if pid_file is not None:
             pid_file.write_text(f"{os.getpid()}\n")
         try:
-            return supervise(args.config, args.workers, args.log_level)
+            return supervise(args.config, args.workers, args.log_level, args.log_format)
         finally:
             if pid_file is not None:
                 pid_file.unlink(missing_ok=True)
@@ -290,6 +285,8 @@ def _needs_bench_extra(missing: str | None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airswitch", description=__doc__)
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="text (default) or one JSON object a line")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_running(commands)
     _add_simulators(commands.add_parser("sim", help="simulated peers").add_subparsers(dest="peer", required=True))
@@ -437,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "action", None) == "list" and getattr(args, "state", "") is None:
         args.state = ["pending", "failed"]
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         return args.handler(args) or 0
     except (AirswitchError, JournalError) as exc:

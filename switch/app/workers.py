@@ -23,9 +23,9 @@ RESTART_DELAY = 1.0     # seconds before a dead worker is started again
 STOP_TIMEOUT = 30.0     # seconds the workers get to drain on stop
 
 
-def supervise(config: str, workers: int, log_level: str) -> int:
-    command = [sys.executable, "-m", "switch.app.cli", "--log-level", log_level, "serve", "--config", config,
-               "--reuse-port"]
+def supervise(config: str, workers: int, log_level: str, log_format: str = "text") -> int:
+    command = [sys.executable, "-m", "switch.app.cli", "--log-level", log_level, "--log-format", log_format,
+               "serve", "--config", config, "--reuse-port"]
     children: list[subprocess.Popen] = [subprocess.Popen(command) for _ in range(workers)]
     stopping = False
 

@@ -115,14 +115,17 @@ class AcquirerConnection(asyncio.Protocol):
             # One message that does not decode: the frame boundary held, the connection survives.
             reply = undecodable_answer(getattr(exc, "partial", {}))
             if reply is not None:
-                log.warning("%s: message does not decode (%s): answering 30", self.peer, exc)
+                log.warning("%s: message does not decode (%s): answering 30", self.peer, exc,
+                            extra={"repeat": f"{self.acquirer.name}: messages that do not decode, answered 30"})
                 self._send(reply)
             else:
-                log.warning("%s: message does not decode and cannot be answered (%s); dropped", self.peer, exc)
+                log.warning("%s: message does not decode and cannot be answered (%s); dropped", self.peer, exc,
+                            extra={"repeat": f"{self.acquirer.name}: messages that do not decode, dropped"})
             return
         mti = message["t"]
         if not is_request(mti):
-            log.warning("%s: MTI %s is not a request; dropped", self.peer, mti)
+            log.warning("%s: MTI %s is not a request; dropped", self.peer, mti,
+                        extra={"repeat": f"{self.acquirer.name}: messages that are not requests, dropped"})
             return
         if mti not in HANDLED:
             log.info("%s: MTI %s not handled: answering 12", self.peer, mti)

@@ -138,12 +138,14 @@ class PosConnection(asyncio.Protocol):
             return
         registered = self.directory.terminals.get(message.get("41", ""))
         if registered is None:
-            log.warning("%s: terminal %r is not registered: 63", self.peer, message.get("41"))
+            log.warning("%s: terminal %r is not registered: 63", self.peer, message.get("41"),
+                        extra={"repeat": "unregistered terminals answered 63"})
             self._send(header, self.translator.refusal(message, ResponseCode.SECURITY_VIOLATION), None)
             return
         payer, key = registered
         if mac.mac_required(message) and not mac.verify(self.dialect, payload, message, key):
-            log.warning("%s: terminal %s: MAC wrong or missing: 63", self.peer, payer.terminal.terminal_id)
+            log.warning("%s: terminal %s: MAC wrong or missing: 63", self.peer, payer.terminal.terminal_id,
+                        extra={"repeat": f"terminal {payer.terminal.terminal_id}: MAC wrong or missing, answered 63"})
             await self._refuse_unauthenticated(message, payer)
             self._send(header, self.translator.refusal(message, ResponseCode.SECURITY_VIOLATION), None)
             return

@@ -97,7 +97,8 @@ class Engine:
         try:
             await self.journal.record_refusal(txn.intake(uses_key=False), txn.outcome())
         except JournalError as exc:
-            log.error("txn %s: refusal %s not journaled: %s", txn.txn_id, txn.response_code, exc)
+            log.error("txn %s: refusal %s not journaled: %s", txn.txn_id, txn.response_code, exc,
+                      extra={"repeat": "refusals not journaled"})
 
     async def refuse(self, request: Request, code: ResponseCode) -> Answer:
         """Turn a request away at once, recorded, without a participant (reversals, a bad MAC)."""

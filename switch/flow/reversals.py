@@ -64,7 +64,8 @@ class AcquirerReversals:
                     await asyncio.shield(pending)
                     original = await self.journal.find_latest(request.acquirer_id, request.tracking_code)
         except JournalError as exc:
-            log.error("reversal %s: journal unavailable (%s): 96", request.tracking_code, exc)
+            log.error("reversal %s: journal unavailable (%s): 96", request.tracking_code, exc,
+                      extra={"repeat": "reversals answered 96, journal unavailable"})
             return Answer(response_code=ResponseCode.MALFUNCTION)
         if original is None or not matches_original(original, request.original, request.amount):
             log.info("reversal %s of %s/%s: no such original: %s", kind, request.acquirer_id,

@@ -272,11 +272,13 @@ class OperatorLink(asyncio.Protocol):
         topup = self._expired.pop(key, None) if key is not None else None
         if topup is None:
             log.warning("link %s: answer with an unknown reference %r (%s); ignored", self.name, key,
-                        message.get("t") or message.get("type"))
+                        message.get("t") or message.get("type"),
+                        extra={"repeat": f"{self.operator.id}: answers with an unknown reference, ignored"})
             return
         answer = self.adapter.parse_answer(message, topup)
         log.warning("link %s: late answer %s for txn %s (acquirer already got 91)", self.name,
-                    answer.operator_code, topup.txn_id)
+                    answer.operator_code, topup.txn_id,
+                    extra={"repeat": f"{self.operator.id}: late answers (the acquirer already got 91)"})
         if self.on_late_answer is not None:
             self.on_late_answer(self.operator.id, topup, answer)
 

@@ -41,7 +41,8 @@ class FloatHold:
             log.info("txn %s: float %s cannot cover %d: 51", txn.txn_id, account, debit)
             return ResponseCode.INSUFFICIENT_FLOAT
         except LedgerError as exc:
-            log.error("txn %s: float %s unavailable (%s): 96", txn.txn_id, account, exc)
+            log.error("txn %s: float %s unavailable (%s): 96", txn.txn_id, account, exc,
+                      extra={"repeat": "top-ups answered 96, float ledger unavailable"})
             try:
                 await self.ledger.release(txn.txn_id)   # the hold may have committed after our wait ended
             except LedgerError as release_error:

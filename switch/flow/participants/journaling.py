@@ -35,7 +35,8 @@ class Journaling:
         try:
             claimed = await self.journal.record_intake(txn.intake(uses_key=True))
         except JournalError as exc:
-            log.error("txn %s: journal could not take the intake (%s): 96", txn.txn_id, exc)
+            log.error("txn %s: journal could not take the intake (%s): 96", txn.txn_id, exc,
+                      extra={"repeat": "intakes the journal could not take, answered 96"})
             txn.journaled = True   # it may still commit after our wait ended: its outcome closes it
             return ResponseCode.MALFUNCTION
         finally:

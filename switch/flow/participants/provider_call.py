@@ -43,12 +43,14 @@ class ProviderCall:
                 raise NotSent(f"operator {txn.operator_id} is routed to but not configured")
             answer = await txn.provider.top_up(txn.topup)
         except NotSent as exc:
-            log.warning("txn %s: %s: 91", txn.txn_id, exc)
+            log.warning("txn %s: %s: 91", txn.txn_id, exc,
+                        extra={"repeat": f"{txn.operator_id}: top-ups answered 91, nothing sent"})
             txn.decide(TxnState.DECLINED, ResponseCode.UNAVAILABLE)
             return None
         except NoAnswer as exc:
             # Unknown outcome: the operator may have credited.
-            log.warning("txn %s: %s: 91, outcome unknown, reversal queued", txn.txn_id, exc)
+            log.warning("txn %s: %s: 91, outcome unknown, reversal queued", txn.txn_id, exc,
+                        extra={"repeat": f"{txn.operator_id}: top-ups answered 91, no answer, reversal queued"})
             txn.reversal = Reversal(txn_id=txn.txn_id, operator_id=txn.operator_id, reason="unknown_outcome",
                                     created_at=utcnow())
             txn.decide(TxnState.UNKNOWN, ResponseCode.UNAVAILABLE)

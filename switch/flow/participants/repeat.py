@@ -53,7 +53,8 @@ class Repeat:
         try:
             stored = await self.journal.find(request.acquirer_id, request.tracking_code, txn.business_day)
         except JournalError as exc:
-            log.error("repeat of %s: journal unavailable (%s): 91", request.tracking_code, exc)
+            log.error("repeat of %s: journal unavailable (%s): 91", request.tracking_code, exc,
+                      extra={"repeat": "repeats answered 91, journal unavailable"})
             return Answer(response_code=ResponseCode.UNAVAILABLE)   # retryable: the payer repeats again
         if stored is None:
             return None

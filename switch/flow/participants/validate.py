@@ -26,7 +26,8 @@ class Validate:
         acquirer = request.payer.acquirer
         if request.acquirer_id != acquirer.institution_id:
             log.warning("txn %s: acquirer %s is not %s's (%s): 57", txn.txn_id, request.acquirer_id,
-                        acquirer.name, acquirer.institution_id)
+                        acquirer.name, acquirer.institution_id,
+                        extra={"repeat": f"{acquirer.name}: requests for another acquirer's id answered 57"})
             return ResponseCode.NOT_PERMITTED
         if request.kind == Kind.BALANCE and request.payer.float_account is None:
             return ResponseCode.NOT_PERMITTED
