@@ -136,3 +136,16 @@ def test_iso_reversals_take_a_fresh_stan_and_opcjson_repeats_carry_the_same_ref(
     assert opa.reversal_reference(REVERSAL, 7) == "000007" and opa.reversal_reference(REVERSAL, 8) == "000008"
     assert opb.reversal_reference(REVERSAL, 1_000_000) == "000001"
     assert opc.reversal_reference(REVERSAL, 7) == opc.reversal_reference(REVERSAL, 8) == "b" * 32 + "-R"
+
+
+def test_each_worker_draws_stans_from_its_own_slice_and_wraps_within_it():
+    from itertools import islice
+    from switch.providers.adapters.iso import stan
+    from switch.providers.link import stan_counter
+
+    first = {stan(n) for n in islice(stan_counter(0, 2), 600_000)}
+    second = {stan(n) for n in islice(stan_counter(1, 2), 600_000)}
+    assert not first & second                       # never the same STAN, even after wrapping
+    assert len(first) == len(second) == 499_999     # each slice whole, wrapped within itself
+    assert "000000" not in first | second
+    assert len({stan(n) for n in islice(stan_counter(), 999_999)}) == 999_999   # one process: all of them

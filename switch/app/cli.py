@@ -15,6 +15,13 @@ from switch.journal import JournalError
 
 
 # -- serve ------------------------------------------------------------------------------
+def _share(text: str) -> tuple[int, int]:
+    """"1/2" -> (1, 2): this worker's index and the worker count."""
+    index, count = (int(part) for part in text.split("/"))
+    return index, count
+
+
+
 def cmd_serve(args) -> int:
     from switch.app.config import load_config
     from switch.app.server import Switch
@@ -32,7 +39,7 @@ def cmd_serve(args) -> int:
                 pid_file.unlink(missing_ok=True)
 
     async def main():
-        switch = Switch(config, reuse_port=args.reuse_port)
+        switch = Switch(config, reuse_port=args.reuse_port, share=_share(args.worker_share))
         await switch.start()
         if pid_file is not None:
             pid_file.write_text(f"{os.getpid()}\n")
@@ -315,6 +322,7 @@ def _add_running(commands) -> None:
     serve.add_argument("--pid-file", default=None, help="write the process id here (for `airswitch reload`)")
     serve.add_argument("--workers", type=int, default=1, help="switch processes sharing the ports (default 1)")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--worker-share", default="0/1", help=argparse.SUPPRESS)   # set by --workers: "I/N"
     serve.set_defaults(handler=cmd_serve)
 
     reload = commands.add_parser("reload", help="make a running switch re-read its configuration (SIGHUP)")

@@ -69,9 +69,11 @@ def load_router(config: SwitchConfig) -> Router:
 
 
 class Switch:
-    def __init__(self, config: SwitchConfig, journal: Journal | None = None, reuse_port: bool = False):
+    def __init__(self, config: SwitchConfig, journal: Journal | None = None, reuse_port: bool = False,
+                 share: tuple[int, int] = (0, 1)):
         self.config = config
         self.reuse_port = reuse_port  # several worker processes share the listening ports
+        self.share = share            # this worker's index of the worker count: its slice of the STANs
         self.journal = journal or open_journal(config)
         self.ledger = open_ledger(config, self.journal)
         self.dedupe = DedupeWindow(config.dedupe.window, config.dedupe.backend, config.dedupe.redis_url)
@@ -102,7 +104,7 @@ class Switch:
 
     def _pool(self, operator) -> OperatorPool:
         return OperatorPool(operator, self.config.institution_id, self.config.terminal_id,
-                            self.late_answers, reuse_port=self.reuse_port)
+                            self.late_answers, reuse_port=self.reuse_port, stan_share=self.share)
 
     async def start(self) -> None:
         await self.journal.start()

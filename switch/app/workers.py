@@ -6,7 +6,9 @@ them. It forwards SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to every
 child, and restarts a child that dies. Correctness across processes rests on
 what they share: the journal's unique key (dedupe), its advisory lock (one
 store-and-forward lead) and the float ledger in Postgres; Redis as the dedupe
-window when configured.
+window when configured. Each child knows its index of N (`--worker-share I/N`) and
+draws its operator STANs from its own slice, so two workers never send an operator
+the same STAN at the same time.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ STOP_TIMEOUT = 30.0     # seconds the workers get to drain on stop
 
 
 def supervise(config: str, workers: int, log_level: str, log_format: str = "text") -> int:
-    command = [sys.executable, "-m", "switch.app.cli", "--log-level", log_level, "--log-format", log_format,
-               "serve", "--config", config, "--reuse-port"]
-    children: list[subprocess.Popen] = [subprocess.Popen(command) for _ in range(workers)]
+    def command(index: int) -> list[str]:
+        return [sys.executable, "-m", "switch.app.cli", "--log-level", log_level, "--log-format", log_format,
+                "serve", "--config", config, "--reuse-port", "--worker-share", f"{index}/{workers}"]
+
+    children: list[subprocess.Popen] = [subprocess.Popen(command(index)) for index in range(workers)]
     stopping = False
 
     def forward(signum, _frame) -> None:
@@ -46,7 +50,7 @@ def supervise(config: str, workers: int, log_level: str, log_format: str = "text
             if child.poll() is not None and not stopping:
                 log.error("worker %d (pid %d) exited with %s; restarting it", index, child.pid, child.returncode)
                 time.sleep(RESTART_DELAY)
-                children[index] = subprocess.Popen(command)
+                children[index] = subprocess.Popen(command(index))
     deadline = time.monotonic() + STOP_TIMEOUT
     for child in children:
         try:

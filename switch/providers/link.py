@@ -78,7 +78,7 @@ class OperatorLink(asyncio.Protocol):
         self._expired: OrderedDict[str, TopUp] = OrderedDict()
         # Shared by all links of an operator: an operator knows a request by its STAN and time, whichever
         # link brought it, so a new or redialled link must not start again at STAN 1.
-        self._counter = counter if counter is not None else itertools.count(random.randrange(1, 1_000_000))
+        self._counter = counter if counter is not None else stan_counter()
         self._last_received = 0.0
         self._closing = False
         self._lost: asyncio.Future | None = None
@@ -349,7 +349,8 @@ class OperatorPool:
     """All links of one operator, and its `Provider`: requests go to the live link with the fewest in flight."""
 
     def __init__(self, operator: OperatorConfig, institution_id: str, terminal_id: str,
-                 on_late_answer: LateAnswerHandler | None = None, reuse_port: bool = False):
+                 on_late_answer: LateAnswerHandler | None = None, reuse_port: bool = False,
+                 stan_share: tuple[int, int] = (0, 1)):
         self.id = operator.id
         self.operator = operator
         self.reuse_port = reuse_port
@@ -359,7 +360,7 @@ class OperatorPool:
         self.servers: dict[LinkConfig, asyncio.Server] = {}
         self.accepted: dict[OperatorLink, LinkConfig] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._counter = itertools.count(random.randrange(1, 1_000_000))
+        self._counter = stan_counter(*stan_share)
 
     @property
     def links(self) -> list[OperatorLink]:
@@ -469,6 +470,17 @@ class OperatorPool:
         for link in self.links:
             link.operator = operator  # timeouts, caps and echo intervals apply from now on
         await asyncio.gather(*(link.drain(drain_timeout) for link in removed))
+
+
+def stan_counter(share: int = 0, shares: int = 1) -> Iterator[int]:
+    """The running counter STANs are made from, in this process's share of 1..999,999: process `share`
+    of `shares` (`serve --workers`) cycles through its own slice from a random point, so that two
+    processes on one operator never send the same STAN at the same time (opa87 and opb93 operators
+    know a request by its STAN and time)."""
+    size = 999_999 // shares
+    low = 1 + share * size
+    start = random.randrange(size)
+    return (low + (start + n) % size for n in itertools.count())
 
 
 def _address_allowed(host: str, allowed: tuple[str, ...]) -> bool:
