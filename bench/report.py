@@ -115,6 +115,9 @@ def verdict_lines(summary: dict) -> list[str]:
     if cpu:
         parts = ", ".join(f"{name} {cores:.2f}" for name, cores in sorted(cpu["cores"].items(), key=lambda kv: -kv[1]))
         lines.append(f"CPU during the measured load, in cores of {cpu['machine_cores']} ({cpu['wall_s']} s): {parts}")
+        if cpu.get("switch_us_per_approval"):
+            lines.append(f"switch CPU per top-up: {cpu['switch_us_per_approval']} us per approval, "
+                         f"{cpu['switch_us_per_answer']} us per answer")
     profile = summary.get("profile")
     if profile:
         lines.append(f"switch profile ({profile['samples']} samples, py-spy): own time by package: " + ", ".join(
