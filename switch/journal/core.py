@@ -356,12 +356,21 @@ class JournalCore:
                     continue
                 await inbox.changed()
                 continue
-            if not self._may_start():
+            if not self._pump():
                 await inbox.changed()  # a put (the fill) or a write ending (a lane, or the wait rule)
-                continue
+
+    def _pump(self) -> bool:
+        """Start what the queue and the free lanes allow, now; True if something started. Called by
+        the writer task after a put, and by a lane the moment its write ends, so a record waiting
+        for that end starts in the same turn of the loop (not after a second write has ended too)."""
+        started = False
+        inbox = self._inbox
+        while self._spill is None and len(inbox) and self._may_start():
             batch = [item for item in inbox.take_now(self._batch_max) if not item.droppable]
             if batch:
                 self._start(batch)
+                started = True
+        return started
 
     def _may_start(self) -> bool:
         """Whether the queued records start a write now. See "Pipelining" in the module docstring."""
@@ -398,7 +407,8 @@ class JournalCore:
         finally:
             self._writes_ended += 1
             self._in_flight.discard(asyncio.current_task())
-            self._inbox.poke()
+            self._pump()
+            self._inbox.poke()  # the writer: closing, spilling, or more to start
 
     async def _drain_in_flight(self) -> None:
         while self._in_flight:
