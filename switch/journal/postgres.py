@@ -182,9 +182,10 @@ class PostgresStore:
 
     def __init__(self, dsn: str, *, schema: str, pool_size: int, timeout: float,
                  writers: int = DEFAULT_WRITERS) -> None:
-        if writers < 1 or pool_size < writers + 1:
+        if writers < 1 or pool_size < 2:
             # Each writer holds a connection of the pool; reads need at least one more.
-            raise ValueError(f"need writers >= 1 and pool_size >= writers + 1 (got {writers}, {pool_size})")
+            raise ValueError(f"need writers >= 1 and pool_size >= 2 (got {writers}, {pool_size})")
+        writers = min(writers, pool_size - 1)  # a small pool gets fewer writers, never no reads
         self._dsn = dsn
         self._schema = schema
         self._pool_size = pool_size
