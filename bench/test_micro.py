@@ -279,6 +279,8 @@ def test_journal_group_commit(benchmark, targets, loop, pg_dsn, pg_schema):
         benchmark.pedantic(lambda work: loop.run_until_complete(everyone(work)), setup=setup,
                            rounds=JOURNAL_ROUNDS, iterations=1)
         batches = journal.batches_committed
+        # Records by the commits that ended between their queueing and the start of their own.
+        waits = dict(sorted(getattr(journal, "commit_waits", {}).items()))
     finally:
         loop.run_until_complete(journal.close())
     median = _median(benchmark)
@@ -286,4 +288,4 @@ def test_journal_group_commit(benchmark, targets, loop, pg_dsn, pg_schema):
         rows = 2 * JOURNAL_CALLERS * JOURNAL_TXNS_PER_CALLER
         targets.record(f"journal rows ({JOURNAL_CALLERS:,} concurrent callers)", rows / median, JOURNAL_ROWS_TARGET,
                        "rows/s", higher_is_better=True,
-                       detail=f"{batches} commits for {JOURNAL_ROUNDS * rows:,} rows")
+                       detail=f"{batches} commits for {JOURNAL_ROUNDS * rows:,} rows; records by commits waited: {waits}")

@@ -7,6 +7,7 @@ both backends is parametrised over the ``backend`` fixture.
 from __future__ import annotations
 
 import asyncio
+import random
 import contextlib
 import sqlite3
 import uuid
@@ -625,6 +626,58 @@ def test_postgres_creates_its_schema_and_concurrent_starts_do_not_race(pg):
         assert tables == [("intake",), ("outcome",), ("reversal",), ("schema_version",), ("spill_replayed",),
                           ("transactions",)]
         assert await pg.fetch("SELECT count(*) FROM schema_version") == [(len(POSTGRES_MIGRATIONS),)]
+
+    asyncio.run(scenario())
+
+
+def test_postgres_pipeline_commits_on_two_connections_and_no_record_waits_for_two_commits(pg):
+    async def caller(journal, n: int) -> None:
+        rng = random.Random(n)
+        for k in range(4):
+            intake = make_intake(f"{n:06d}{k:06d}")
+            assert await journal.record_intake(intake) is True
+            await asyncio.sleep(rng.uniform(0, 0.005))  # the operator's round trip: callers drift apart
+            await journal.record_outcome(make_outcome(intake))  # refused if its intake were not committed
+
+    async def scenario():
+        async with pg.journal(batch_max=500, pipeline_min_fill=20) as journal:
+            await asyncio.gather(*(caller(journal, n) for n in range(300)))  # at most 300 queued < batch_max
+            assert all(journal.writer_pids)  # both writer connections were used
+            assert max(journal.commit_waits) <= 1, journal.commit_waits
+            assert sum(journal.commit_waits.values()) == 2400
+            assert await journal.states() == {"approved": 1200}
+            assert await pg.fetch("SELECT count(*) FROM outcome") == [(1200,)]
+
+    asyncio.run(scenario())
+
+
+def test_postgres_batches_in_flight_claiming_the_same_keys_give_one_winner_each_and_never_deadlock(pg):
+    async def scenario():
+        async with pg.journal(batch_max=50, pipeline_min_fill=1) as journal:
+            # The same 100 keys claimed twice, in opposite orders, spread over batches in flight together.
+            first = [make_intake(f"{n:012d}") for n in range(100)]
+            second = [make_intake(f"{n:012d}") for n in reversed(range(100))]
+            async with asyncio.timeout(10):  # a deadlock would fail a batch after deadlock_timeout
+                results = await asyncio.gather(*(journal.record_intake(i) for pair in zip(first, second) for i in pair))
+            won = dict(zip((i.txn_id for pair in zip(first, second) for i in pair), results))
+            for a, b in zip(first, reversed(second)):
+                assert won[a.txn_id] != won[b.txn_id]  # exactly one of each key
+            assert await journal.count_transactions() == 100
+
+    asyncio.run(scenario())
+
+
+def test_postgres_an_outcome_without_its_intake_is_refused_by_the_database(pg):
+    async def scenario():
+        async with pg.journal():
+            pass
+        conn = await pg.connect()
+        try:
+            with pytest.raises(asyncpg.ForeignKeyViolationError, match="no intake"):
+                await conn.execute("INSERT INTO outcome (txn_id, ended_at, state, response_code, latency_ms)"
+                                   " VALUES ('nope', now(), 'approved', '00', 1)")
+        finally:
+            await conn.close()
 
     asyncio.run(scenario())
 

@@ -9,6 +9,7 @@ and replayed.
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from datetime import date, datetime, timezone
 
@@ -295,3 +296,133 @@ def test_a_spill_needs_a_store_that_can_replay(tmp_path):
 
     with pytest.raises(ValueError, match="replay"):
         JournalCore(NoReplay(), spill_dir=tmp_path)
+
+
+# -- the pipeline: two writes in flight -------------------------------------------------------
+
+
+class TwoLaneStore(MemoryStore):
+    """A MemoryStore that takes two writes at once, each held until the test releases it."""
+
+    writers = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[asyncio.Event] = []  # one a write, in the order they started
+        self.started: list[int] = []         # size of each write, in the order they started
+        self.most_at_once = 0
+        self._running = 0
+
+    async def write(self, batch: list[QueuedWrite]) -> set[str]:
+        release = asyncio.Event()
+        self.held.append(release)
+        self.started.append(len(batch))
+        self._running += 1
+        self.most_at_once = max(self.most_at_once, self._running)
+        try:
+            await release.wait()
+            return await super().write(batch)
+        finally:
+            self._running -= 1
+
+
+async def until(condition, timeout: float = 1.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+def test_a_second_batch_starts_beside_one_in_flight_only_at_the_minimum_fill():
+    async def scenario():
+        store = TwoLaneStore()
+        async with JournalCore(store, pipeline_min_fill=10) as journal:
+            first = asyncio.create_task(journal.record_intake(intake("000000000001")))
+            await until(lambda: store.started == [1])  # an idle writer starts at once
+            few = [asyncio.create_task(journal.record_intake(intake(f"00000000010{n}"))) for n in range(5)]
+            await asyncio.sleep(0.02)
+            assert store.started == [1]  # 5 < 10: no commit of its own beside the one in flight
+            more = [asyncio.create_task(journal.record_intake(intake(f"00000000020{n}"))) for n in range(5)]
+            await until(lambda: store.started == [1, 10])  # filled: the second lane starts
+            assert not first.done() and not any(task.done() for task in few + more)
+            store.held[1].set()  # the second batch commits first: its callers hear at once
+            assert await asyncio.gather(*few, *more) == [True] * 10
+            assert not first.done()  # still not committed, so still not answered
+            store.held[0].set()
+            assert await first is True
+            assert store.most_at_once == 2 and journal.batches_committed == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_record_waits_for_at_most_one_commit_before_its_own_starts():
+    async def scenario():
+        store = TwoLaneStore()
+        async with JournalCore(store, pipeline_min_fill=1000) as journal:
+            first = asyncio.create_task(journal.record_intake(intake("000000000001")))
+            await until(lambda: len(store.started) == 1)
+            queued = [asyncio.create_task(journal.record_intake(intake(f"00000000010{n}"))) for n in range(3)]
+            await asyncio.sleep(0.02)
+            assert store.started == [1]  # below the fill: they wait for the commit in flight...
+            store.held[0].set()
+            await until(lambda: store.started == [1, 3])  # ...and start as soon as it ends, not later
+            assert await first is True
+            store.held[1].set()
+            assert await asyncio.gather(*queued) == [True] * 3
+            assert journal.commit_waits == {0: 1, 1: 3}
+
+    asyncio.run(scenario())
+
+
+def test_under_load_no_record_waits_for_two_commits_and_every_outcome_follows_its_intake():
+    class JitteryStore(MemoryStore):
+        writers = 2
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = random.Random(8583)
+
+        async def write(self, batch):
+            await asyncio.sleep(self.rng.uniform(0, 0.004))  # two writes in flight end in either order
+            return await super().write(batch)
+
+    async def caller(journal, n: int) -> None:
+        for k in range(5):
+            record = intake(f"{n:06d}{k:06d}")
+            assert await journal.record_intake(record) is True
+            await journal.record_outcome(outcome(record.txn_id))  # refused if its intake were not in
+
+    async def scenario():
+        store = JitteryStore()
+        async with JournalCore(store, batch_max=500, pipeline_min_fill=20) as journal:
+            await asyncio.gather(*(caller(journal, n) for n in range(300)))  # never more than 300 queued
+            assert len(store.intakes) == 1500 and len(store.outcomes) == 1500
+            assert sum(journal.commit_waits.values()) == 3000
+            assert max(journal.commit_waits) <= 1, journal.commit_waits
+            assert journal.batches_committed == len(store.batches)
+
+    asyncio.run(scenario())
+
+
+def test_a_store_without_writers_is_written_one_batch_at_a_time():
+    async def scenario():
+        store = MemoryStore()
+        running = most = 0
+        plain_write = store.write
+
+        async def counting_write(batch):
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            try:
+                await asyncio.sleep(0.002)
+                return await plain_write(batch)
+            finally:
+                running -= 1
+
+        store.write = counting_write
+        async with JournalCore(store, pipeline_min_fill=1) as journal:
+            assert await asyncio.gather(*(journal.record_intake(intake(f"{n:012d}")) for n in range(200))) \
+                == [True] * 200
+        assert most == 1
+
+    asyncio.run(scenario())

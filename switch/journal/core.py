@@ -12,6 +12,19 @@ write it in one transaction, and only once that transaction is committed resolve
 caller's future. While a batch is in flight new records queue up and become the next
 batch, so the batch size follows the load with no timer.
 
+Pipelining: a store with ``writers`` > 1 (Postgres: two connections) may have that many
+batches in flight at once. The next batch starts while another commits only once it has
+``pipeline_min_fill`` records, or once a commit has ended since its oldest record was
+queued; an idle writer starts at once. So batches stay large (a second lane never
+carries a handful of records), and a record never waits for more than one other commit
+to end before its own starts, as long as fewer than batch_max records are queued ahead
+of it (past that the journal is saturated, and the bounded queue is the limit).
+``commit_waits`` counts records by how many commits ended between their queueing and
+the start of their own. Batches in flight together are independent transactions: a
+caller that needs one record committed before another awaits the first (the switch
+does: an outcome is written only after its intake returned); lock order across batches
+is the store's business (the Postgres store sorts by key).
+
 Failure handling:
 - queue full -> JournalOverloaded, raised at once, nothing queued;
 - the database fails the batch -> every waiter of that batch gets JournalUnavailable
@@ -54,9 +67,11 @@ from .spill import SpilledWrite, SpillFile
 log = logging.getLogger("airswitch.journal")
 
 DEFAULT_BATCH_MAX = 500
+DEFAULT_PIPELINE_MIN_FILL = 100   # records before a batch starts beside one in flight (clamped to batch_max)
 DEFAULT_COMMIT_TIMEOUT = 5.0      # seconds; bounds every wait: queue + commit, reads, connects
 DEFAULT_QUEUE_MAX = 10_000        # queued records before record_* raise JournalOverloaded
 DEFAULT_SPILL_MAX_SECONDS = 300.0  # how long the switch may run on its spill file before refusing top-ups
+DEADLINE_RESOLUTION = 0.01       # seconds: records queued this close together share one commit-timeout timer
 SPILL_RETRY_INTERVAL = 1.0        # seconds between attempts to replay the spill into the database
 ATTEMPT_TIMEOUT_CAP = 2.0         # with a spill, a write attempt gives up this soon, so callers can still be spilled
 
@@ -66,15 +81,17 @@ class QueuedWrite:
     (a refusal), and the reversal bookkeeping that goes with it. Its rows are written
     together, in one transaction, or not at all."""
 
-    __slots__ = ("intake", "outcome", "reversal", "reversal_update", "future")
+    __slots__ = ("intake", "outcome", "reversal", "reversal_update", "future", "queued_after")
 
     def __init__(self, intake: Intake | None, outcome: Outcome | None, future: asyncio.Future,
-                 reversal: Reversal | None = None, reversal_update: ReversalUpdate | None = None) -> None:
+                 reversal: Reversal | None = None, reversal_update: ReversalUpdate | None = None,
+                 queued_after: int = 0) -> None:
         self.intake = intake
         self.outcome = outcome
         self.reversal = reversal
         self.reversal_update = reversal_update
         self.future = future
+        self.queued_after = queued_after  # writes ended (committed or not) when this was queued
 
     @property
     def droppable(self) -> bool:
@@ -91,13 +108,17 @@ class QueuedWrite:
 
 
 class Store(Protocol):
-    """How one database keeps the journal. Called only from the event loop, one write at a time."""
+    """How one database keeps the journal. Called only from the event loop, at most ``writers``
+    writes at a time."""
 
     # Exceptions that belong to one record rather than to the database: the batch is
     # then written again with write_each, to find which.
     record_errors: tuple[type[BaseException], ...]
     # Exceptions meaning a read failed (the caller gets JournalUnavailable).
     read_errors: tuple[type[BaseException], ...]
+    # How many write()/write_each() calls may run at once, each on its own connection (optional;
+    # 1 when absent). The core never runs more, and never runs replay() beside a write.
+    writers: int
 
     async def open(self) -> None:
         """Connect, create the schema if missing and apply missing migrations."""
@@ -152,6 +173,30 @@ class Inbox:
         self._items.append(item)
         self._wakeup.set()
 
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def oldest(self) -> QueuedWrite | None:
+        return self._items[0] if self._items else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def poke(self) -> None:
+        """Wake whoever waits in changed(): something besides a put happened (a write ended)."""
+        self._wakeup.set()
+
+    async def changed(self) -> None:
+        """Until the next put, poke or close."""
+        self._wakeup.clear()
+        await self._wakeup.wait()
+
+    def take_now(self, limit: int) -> list[QueuedWrite]:
+        items = self._items
+        return [items.popleft() for _ in range(min(limit, len(items)))]
+
     async def take(self, limit: int) -> list[QueuedWrite]:
         """Everything queued, up to limit; waits while empty; [] once closed and drained."""
         while not self._items:
@@ -179,13 +224,16 @@ class JournalCore:
         queue_max: int = DEFAULT_QUEUE_MAX,
         spill_dir: str | Path | None = None,
         spill_max_seconds: float = DEFAULT_SPILL_MAX_SECONDS,
+        pipeline_min_fill: int = DEFAULT_PIPELINE_MIN_FILL,
     ) -> None:
-        if batch_max < 1 or queue_max < 1:
-            raise ValueError("batch_max and queue_max must be >= 1")
+        if batch_max < 1 or queue_max < 1 or pipeline_min_fill < 1:
+            raise ValueError("batch_max, queue_max and pipeline_min_fill must be >= 1")
         if spill_dir is not None and not hasattr(store, "replay"):
             raise ValueError(f"{type(store).__name__} cannot replay a spill file")
         self._store = store
         self._batch_max = batch_max
+        self._lanes = max(1, int(getattr(store, "writers", 1)))
+        self._min_fill = min(pipeline_min_fill, batch_max)
         self._commit_timeout = commit_timeout
         self._queue_max = queue_max
         self._read_failures = (TimeoutError, *store.read_errors)
@@ -203,8 +251,14 @@ class JournalCore:
         self._writer: asyncio.Task | None = None
         self._running = False  # taking records
         self._open = False     # the store is open: reads are served
+        self._in_flight: set[asyncio.Task] = set()  # batches being written, at most self._lanes
+        self._deadline: Deadline | None = None       # the one records queued now share
+        self._writes_ended = 0      # writes ended, committed or not: what QueuedWrite.queued_after counts
         self.batches_committed = 0  # transactions committed by the writer (for tests/metrics)
         self.records_spilled = 0    # for tests/metrics
+        # Records by the number of writes that ended between their queueing and the start of their
+        # own write (0: it started at once or with the next free lane; 1: it waited for one commit).
+        self.commit_waits: collections.Counter[int] = collections.Counter()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -268,49 +322,129 @@ class JournalCore:
                       update: ReversalUpdate | None = None) -> Any:
         if not self._running:
             raise JournalUnavailable("journal is not running")
-        item = QueuedWrite(intake, outcome, self._loop.create_future(), reversal, update)
-        self._inbox.put(item)  # JournalOverloaded when full
-        # A timer on the future rather than asyncio.timeout (cheaper per record). On timeout, or if
-        # the caller is cancelled, the future is done before the writer takes it, which it sees.
-        timer = self._loop.call_later(self._commit_timeout, _time_out, item.future, self._commit_timeout)
+        future = self._loop.create_future()
+        self._inbox.put(QueuedWrite(intake, outcome, future, reversal, update, self._writes_ended))  # or JournalOverloaded
+        # One timer for every record queued within DEADLINE_RESOLUTION rather than a timer each (a
+        # timer a record was a quarter of the journal's CPU). On timeout, or if the caller is
+        # cancelled, the future is done before the writer takes it, which it sees.
+        deadline = self._deadline
+        if deadline is None or not deadline.takes(self._loop.time()):
+            deadline = self._deadline = Deadline(self._loop, self._commit_timeout)
+        deadline.add(future)
         try:
-            return await item.future
+            return await future
         finally:
-            timer.cancel()
+            deadline.discard()
 
     # -- the writer ---------------------------------------------------------------------
 
     async def _run_writer(self) -> None:
+        inbox = self._inbox
         while True:
             if self._spill is not None:
-                # Replay even when nothing new is written: the spill must not wait for the next top-up.
-                try:
-                    batch = await asyncio.wait_for(self._inbox.take(self._batch_max), SPILL_RETRY_INTERVAL)
-                except asyncio.TimeoutError:
-                    await self._try_replay()
-                    continue
-            else:
-                batch = await self._inbox.take(self._batch_max)
-            if not batch:
-                if self._spill is not None:
-                    await self._try_replay(force=True)  # last chance at shutdown; the file stays otherwise
-                return  # closed and drained
-            batch = [item for item in batch if not item.droppable]
-            if not batch:
+                # Spilling: one write at a time, in order, as before the pipeline, so nothing
+                # reaches the database beside a replay.
+                await self._drain_in_flight()
+                if not await self._spilling_turn():
+                    return
                 continue
-            if self._spill is not None and not await self._try_replay():
+            if not len(inbox):
+                if inbox.closed:
+                    await self._drain_in_flight()
+                    if not len(inbox) and self._spill is None:
+                        return  # closed and drained
+                    continue
+                await inbox.changed()
+                continue
+            if not self._pump():
+                await inbox.changed()  # a put (the fill) or a write ending (a lane, or the wait rule)
+
+    def _pump(self) -> bool:
+        """Start what the queue and the free lanes allow, now; True if something started. Called by
+        the writer task after a put, and by a lane the moment its write ends, so a record waiting
+        for that end starts in the same turn of the loop (not after a second write has ended too)."""
+        started = False
+        inbox = self._inbox
+        while self._spill is None and len(inbox) and self._may_start():
+            batch = [item for item in inbox.take_now(self._batch_max) if not item.droppable]
+            if batch:
+                self._start(batch)
+                started = True
+        return started
+
+    def _may_start(self) -> bool:
+        """Whether the queued records start a write now. See "Pipelining" in the module docstring."""
+        busy = len(self._in_flight)
+        if busy == 0:
+            return True
+        if busy >= self._lanes:
+            return False
+        # A lane is free while another commits: start only if the batch is worth a commit of its own,
+        # or if its oldest record has already seen one commit end (it must not wait for a second).
+        return len(self._inbox) >= self._min_fill or self._inbox.oldest.queued_after < self._writes_ended
+
+    def _start(self, batch: list[QueuedWrite]) -> None:
+        ended = self._writes_ended
+        waits = self.commit_waits
+        for item in batch:
+            waits[ended - item.queued_after] += 1
+        task = self._loop.create_task(self._write_batch(batch), name="journal-write")
+        self._in_flight.add(task)
+
+    async def _write_batch(self, batch: list[QueuedWrite]) -> None:
+        """One lane: write and commit the batch, then answer its callers."""
+        try:
+            try:
+                results = await self._commit(batch)
+            except Exception as exc:  # noqa: BLE001 - every failure goes to the waiters or the spill
+                if self._spill_dir is not None:
+                    log.error("journal database unavailable (%r): spilling to %s", exc, self._spill_dir)
+                    results = self._spill_batch(batch)
+                else:
+                    results = [_unavailable(len(batch), exc) for _ in batch]
+            for item, result in zip(batch, results):
+                _settle(item.future, result)
+        finally:
+            self._writes_ended += 1
+            self._in_flight.discard(asyncio.current_task())
+            self._pump()
+            self._inbox.poke()  # the writer: closing, spilling, or more to start
+
+    async def _drain_in_flight(self) -> None:
+        while self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+
+    async def _spilling_turn(self) -> bool:
+        """One write while a spill file exists; False once closed and drained."""
+        # Replay even when nothing new is written: the spill must not wait for the next top-up.
+        try:
+            batch = await asyncio.wait_for(self._inbox.take(self._batch_max), SPILL_RETRY_INTERVAL)
+        except asyncio.TimeoutError:
+            await self._try_replay()
+            return True
+        if not batch:
+            await self._try_replay(force=True)  # last chance at shutdown; the file stays otherwise
+            return False
+        batch = [item for item in batch if not item.droppable]
+        if not batch:
+            return True
+        ended = self._writes_ended
+        for item in batch:
+            self.commit_waits[ended - item.queued_after] += 1
+        try:
+            if not await self._try_replay():
                 results = self._spill_batch(batch)
             else:
                 try:
                     results = await self._commit(batch)
-                except Exception as exc:  # noqa: BLE001 - every failure goes to the waiters or the spill
-                    if self._spill_dir is not None:
-                        log.error("journal database unavailable (%r): spilling to %s", exc, self._spill_dir)
-                        results = self._spill_batch(batch)
-                    else:
-                        results = [_unavailable(len(batch), exc) for _ in batch]
+                except Exception as exc:  # noqa: BLE001 - the database failed again: back to the spill
+                    log.error("journal database unavailable (%r): spilling to %s", exc, self._spill_dir)
+                    results = self._spill_batch(batch)
             for item, result in zip(batch, results):
                 _settle(item.future, result)
+        finally:
+            self._writes_ended += 1
+        return True
 
     async def _commit(self, batch: list[QueuedWrite]) -> list[Any]:
         """Each write's result once the batch is committed: True/False for a lone intake
@@ -439,9 +573,43 @@ class JournalCore:
             raise JournalUnavailable(f"journal read failed: {exc!r}") from exc
 
 
-def _time_out(future: asyncio.Future, seconds: float) -> None:
-    if not future.done():
-        future.set_exception(JournalUnavailable(f"not committed within {seconds}s"))
+class Deadline:
+    """The commit timeout of the records queued within DEADLINE_RESOLUTION of each other: one
+    timer for all of them, fired commit_timeout after the first was queued (so no caller waits
+    longer than commit_timeout, and the last may be told up to DEADLINE_RESOLUTION sooner), and
+    cancelled once none of them waits any more."""
+
+    __slots__ = ("_futures", "_waiting", "_joinable_until", "_timer", "_seconds")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        now = loop.time()
+        self._futures: list[asyncio.Future] = []
+        self._waiting = 0
+        self._joinable_until = now + DEADLINE_RESOLUTION
+        self._seconds = seconds
+        self._timer = loop.call_at(now + seconds, self._fire)
+
+    def takes(self, now: float) -> bool:
+        return now < self._joinable_until and self._timer is not None
+
+    def add(self, future: asyncio.Future) -> None:
+        self._futures.append(future)
+        self._waiting += 1
+
+    def discard(self) -> None:
+        """One waiter is through (answered, timed out or cancelled)."""
+        self._waiting -= 1
+        if not self._waiting and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._futures = []
+
+    def _fire(self) -> None:
+        self._timer = None
+        futures, self._futures = self._futures, []
+        for future in futures:
+            if not future.done():
+                future.set_exception(JournalUnavailable(f"not committed within {self._seconds}s"))
 
 
 def _result(item: QueuedWrite, stored: set[str]) -> bool | None:
