@@ -5,8 +5,11 @@ listener last, so nothing is accepted before it can be served. Shutdown is the
 reverse: stop listening, let in-flight transactions finish within a bound, sign
 off and close links, flush and close the journal.
 
+With `[admin]` configured, the admin HTTP server (switch/admin/) starts last and
+stops first, on the same event loop.
+
 `reload()` applies a changed configuration without a restart: routes, amount
-rules, acquirers and operator links. Links that did not change stay up; removed
+rules, acquirers, operator links and the admin server's users. Links that did not change stay up; removed
 links take no new requests and close once their in-flight requests finish.
 A configuration that does not validate is refused and the running one stays.
 """
@@ -18,6 +21,7 @@ import logging
 
 from routing import Router, RoutingConfigError
 from switch.accounts import FloatLedger
+from switch.admin.server import AdminServer
 from switch.channels.bank87 import AcquirerConnection, AcquirerDirectory
 from switch.channels.iso import IsoTranslator
 from switch.channels.pos87 import PosConnection, PosDirectory
@@ -68,8 +72,29 @@ def load_router(config: SwitchConfig) -> Router:
         raise ConfigError(str(exc)) from None
 
 
+def open_admin(switch: "Switch", worker_index: int | None) -> AdminServer | None:
+    """The admin server when `[admin]` is configured and enabled; worker i of `serve --workers N`
+    binds the configured port + i (docs/decisions.md)."""
+    admin = switch.config.admin
+    if admin is None or not admin.enabled:
+        return None
+    port = admin.port + worker_index if admin.port and worker_index else admin.port
+    server = AdminServer(switch, admin.host, port, supervised=worker_index is not None)
+    # The figures only an observer of each request can count: one call as each answer leaves,
+    # one per committed journal batch (switch/admin/metrics.py).
+    switch.core.engine.on_end = server.metrics.on_end
+    switch.journal.on_commit = server.metrics.on_commit
+    return server
+
+
+def _admin_socket(config: SwitchConfig) -> tuple | None:
+    admin = config.admin
+    return None if admin is None or not admin.enabled else (admin.host, admin.port)
+
+
 class Switch:
-    def __init__(self, config: SwitchConfig, journal: Journal | None = None, reuse_port: bool = False):
+    def __init__(self, config: SwitchConfig, journal: Journal | None = None, reuse_port: bool = False,
+                 worker_index: int | None = None):
         self.config = config
         self.reuse_port = reuse_port  # several worker processes share the listening ports
         self.journal = journal or open_journal(config)
@@ -91,6 +116,7 @@ class Switch:
         self.tasks: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None
         self._reloading = asyncio.Lock()
+        self.admin = open_admin(self, worker_index)
 
     @property
     def port(self) -> int:
@@ -125,6 +151,8 @@ class Switch:
                 lambda: PosConnection(self.core, self.pos87, pos87, self.terminals, pos, self.tasks), pos.host, pos.port,
                 reuse_address=True, reuse_port=self.reuse_port or None)
             log.info("airswitch listening for POS terminals on %s:%d", pos.host, self.pos_port)
+        if self.admin is not None:
+            await self.admin.start()
 
     async def wait_operators_up(self, timeout: float = 10.0) -> bool:
         results = await asyncio.gather(*(pool.wait_up(timeout) for pool in self.providers.values()))
@@ -142,6 +170,9 @@ class Switch:
             for key in RESTART_ONLY:
                 if getattr(config, key) != getattr(self.config, key):
                     log.warning("reload: %s changed; it takes effect only after a restart", key)
+            if _admin_socket(config) != _admin_socket(self.config):
+                log.warning("reload: admin enabled, host or port changed; it takes effect only after a restart"
+                            " (its users and roles apply now)")
             old = {op.id: op for op in self.config.operators}
             new = {op.id: op for op in config.operators}
             replaced = [op_id for op_id in new if op_id in old and
@@ -171,6 +202,8 @@ class Switch:
             return True
 
     async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
         for server in (self._server, self._pos_server):
             if server is not None:
                 server.close()

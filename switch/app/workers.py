@@ -7,6 +7,11 @@ child, and restarts a child that dies. Correctness across processes rests on
 what they share: the journal's unique key (dedupe), its advisory lock (one
 store-and-forward lead) and the float ledger in Postgres; Redis as the dedupe
 window when configured.
+
+Each worker's admin server (when `[admin]` is on) listens on the admin port + its index, so
+Prometheus scrapes every worker as its own target and a health check asks each one
+(docs/decisions.md, "Metrics of several workers"). An admin reload signals this supervisor,
+which passes SIGHUP on to every worker.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ STOP_TIMEOUT = 30.0     # seconds the workers get to drain on stop
 
 
 def supervise(config: str, workers: int, log_level: str) -> int:
-    command = [sys.executable, "-m", "switch.app.cli", "--log-level", log_level, "serve", "--config", config,
-               "--reuse-port"]
-    children: list[subprocess.Popen] = [subprocess.Popen(command) for _ in range(workers)]
+    def command(index: int) -> list[str]:
+        # The index stays with the slot across restarts: worker i's admin server is on the admin port + i.
+        return [sys.executable, "-m", "switch.app.cli", "--log-level", log_level, "serve", "--config", config,
+                "--reuse-port", "--worker-index", str(index)]
+
+    children: list[subprocess.Popen] = [subprocess.Popen(command(index)) for index in range(workers)]
     stopping = False
 
     def forward(signum, _frame) -> None:
@@ -46,7 +54,7 @@ def supervise(config: str, workers: int, log_level: str) -> int:
             if child.poll() is not None and not stopping:
                 log.error("worker %d (pid %d) exited with %s; restarting it", index, child.pid, child.returncode)
                 time.sleep(RESTART_DELAY)
-                children[index] = subprocess.Popen(command)
+                children[index] = subprocess.Popen(command(index))
     deadline = time.monotonic() + STOP_TIMEOUT
     for child in children:
         try:

@@ -8,6 +8,7 @@ A new product adds a participant to a chain (or a chain); a new channel only bui
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Mapping
 
 from routing import Router
@@ -87,5 +88,9 @@ class TransactionCore:
         if kind is Kind.INQUIRY:
             return inquire(request, self.router)
         if kind is Kind.REVERSAL:
-            return await self.reversals.handle(request)
+            started = time.perf_counter()
+            answer = await self.reversals.handle(request)
+            if self.engine.on_end is not None:
+                self.engine.on_end(request, answer, None, time.perf_counter() - started, None)
+            return answer
         raise LocalProtocolError(f"no chain for requests of kind {kind}")

@@ -46,7 +46,9 @@ from .records import (
     Outcome,
     PendingReversal,
     Reversal,
+    ReversalQueueRow,
     ReversalUpdate,
+    TransactionQuery,
     TransactionView,
 )
 from .spill import SpilledWrite, SpillFile
@@ -128,6 +130,10 @@ class Store(Protocol):
     async def history(self, txn_id: str) -> list[tuple]: ...
     async def count_transactions(self) -> int: ...
     async def summary(self) -> dict[str, int]: ...
+    async def outcome_rows(self, txn_id: str) -> list[Outcome]: ...
+    async def search(self, query: TransactionQuery, limit: int) -> list[TransactionView]: ...
+    async def reversal_queue(self) -> list[ReversalQueueRow]: ...
+    async def ping(self) -> None: ...
 
 
 class SpillingStore(Store, Protocol):
@@ -161,6 +167,9 @@ class Inbox:
             await self._wakeup.wait()
         items = self._items
         return [items.popleft() for _ in range(min(limit, len(items)))]
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def close(self) -> None:
         self._closed = True
@@ -205,6 +214,9 @@ class JournalCore:
         self._open = False     # the store is open: reads are served
         self.batches_committed = 0  # transactions committed by the writer (for tests/metrics)
         self.records_spilled = 0    # for tests/metrics
+        # Called after each committed batch with (records in it, seconds the commit took); set by
+        # whoever exports metrics. Per batch, not per record, so it costs the hot path nothing.
+        self.on_commit: Callable[[int, float], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -316,6 +328,7 @@ class JournalCore:
         """Each write's result once the batch is committed: True/False for a lone intake
         (was its key free), None for the rest, JournalRejected for a refused record."""
         store = self._store
+        started = time.perf_counter()
         async with asyncio.timeout(self._attempt_timeout):
             try:
                 stored = await store.write(batch)
@@ -325,6 +338,8 @@ class JournalCore:
             else:
                 results = [_result(item, stored) for item in batch]
         self.batches_committed += 1
+        if self.on_commit is not None:
+            self.on_commit(len(batch), time.perf_counter() - started)
         return results
 
     # -- the spill ----------------------------------------------------------------------
@@ -370,6 +385,18 @@ class JournalCore:
             return False
         self._spill = None
         return True
+
+    # -- state, for health and metrics ---------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        """Records waiting for the writer."""
+        return len(self._inbox) if self._inbox is not None else 0
+
+    @property
+    def spilling(self) -> bool:
+        """True while records go to the spill file because the database cannot take them."""
+        return self._spill is not None
 
     # -- reads (straight from the store) -----------------------------------------------
 
@@ -425,6 +452,24 @@ class JournalCore:
     async def summary(self) -> dict[str, int]:
         """Transactions by response code; those with no outcome yet under "pending"."""
         return await self._read(self._store.summary)
+
+    async def outcome_rows(self, txn_id: str) -> list[Outcome]:
+        """Every outcome row of a transaction (late answers included), in the order written."""
+        return await self._read(self._store.outcome_rows, txn_id)
+
+    async def search(self, query: TransactionQuery, limit: int = 50) -> list[TransactionView]:
+        """Transactions matching `query`, newest first (see TransactionQuery for paging)."""
+        return await self._read(self._store.search, query, limit)
+
+    async def reversal_queue(self) -> list[ReversalQueueRow]:
+        """Unsettled stored reversals (pending, failed), counted per operator and state, with the oldest."""
+        return await self._read(self._store.reversal_queue)
+
+    async def ping(self) -> None:
+        """Raises JournalUnavailable unless the journal takes records and its database answers a read."""
+        if not self._running:
+            raise JournalUnavailable("journal is not taking records")
+        await self._read(self._store.ping)
 
     async def _read(self, read: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         if not self._open:
