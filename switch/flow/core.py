@@ -85,12 +85,13 @@ class TransactionCore:
             return await self.engine.run(request, self.top_up)
         if kind is Kind.BALANCE:
             return await self.engine.run(request, self.balance)
+        started = time.perf_counter()
         if kind is Kind.INQUIRY:
-            return inquire(request, self.router)
-        if kind is Kind.REVERSAL:
-            started = time.perf_counter()
+            answer = inquire(request, self.router)
+        elif kind is Kind.REVERSAL:
             answer = await self.reversals.handle(request)
-            if self.engine.on_end is not None:
-                self.engine.on_end(request, answer, None, time.perf_counter() - started, None)
-            return answer
-        raise LocalProtocolError(f"no chain for requests of kind {kind}")
+        else:
+            raise LocalProtocolError(f"no chain for requests of kind {kind}")
+        if self.engine.on_end is not None:   # the engine reports the chains' answers itself
+            self.engine.on_end(request, answer, None, time.perf_counter() - started, None)
+        return answer
