@@ -18,6 +18,8 @@ import msgspec
 
 from routing import AmountRule, Router
 from switch.accounts import Balance, InsufficientFloat, LedgerError, LedgerUnavailable, UnknownAccount, UnknownHold
+from switch.journal.core import BATCH_BUCKETS, COMMIT_BUCKETS
+from switch.stats import Buckets
 from switch.app.config import AcquirerConfig, ReversalConfig, SwitchConfig
 from switch.flow.core import TransactionCore
 from switch.flow.messages import Kind, Original, Payer, PayerKind, Request
@@ -72,6 +74,11 @@ class FakeJournal:
         self.trail = trail if trail is not None else []
         self.failures = Failures(JournalUnavailable)
         self.batches_committed = 0
+        self.records_spilled = 0
+        self.commit_seconds = Buckets(COMMIT_BUCKETS)
+        self.batch_records = Buckets(BATCH_BUCKETS)
+        self.queued = 0
+        self.spilling = False
         self.intakes: dict[str, Intake] = {}
         self.attempted_intakes: list[Intake] = []      # every record_intake call, stored or not
         self.keys: dict[tuple[str, str, date], str] = {}
@@ -233,6 +240,27 @@ class FakeJournal:
             code = view.response_code or "pending"
             counts[code] = counts.get(code, 0) + 1
         return counts
+
+    async def history(self, txn_id: str) -> list[tuple]:
+        return [(o.ended_at, o.state, o.event, o.response_code, o.operator_code, o.operator_ref)
+                for o in self.outcomes_of(txn_id)]
+
+    async def outcome_rows(self, txn_id: str) -> list[Outcome]:
+        self._read("outcome_rows")
+        return self.outcomes_of(txn_id)
+
+    async def search(self, query, limit: int = 50) -> list[TransactionView]:
+        self._read("search")
+        views = sorted(map(self.view, self.intakes), key=lambda v: (v.received_at, v.txn_id), reverse=True)
+        return [v for v in views if query.msisdn in (None, v.msisdn)
+                and query.tracking_code in (None, v.tracking_code)][:limit]
+
+    async def reversal_queue(self) -> list:
+        self._read("reversal_queue")
+        return []
+
+    async def ping(self) -> None:
+        self._read("ping")
 
     # -- for the tests ----------------------------------------------------------------------
     def outcomes_of(self, txn_id: str) -> list[Outcome]:

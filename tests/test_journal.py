@@ -731,3 +731,73 @@ def test_sqlite_file_is_in_wal_mode_and_closes_cleanly(lite):
 def test_sqlite_rejects_memory_databases():
     with pytest.raises(ValueError):
         SQLiteJournal(":memory:")
+
+
+# -- the admin server's reads (both backends) ------------------------------------------------
+
+def test_search_finds_by_each_field_newest_first_and_pages_with_the_cursor(backend):
+    from switch.journal import TransactionQuery
+
+    async def scenario():
+        async with backend.journal() as journal:
+            start = datetime(2026, 5, 9, 8, 0, tzinfo=timezone.utc)
+            intakes = [make_intake(f"T{i:011d}", received_at=start + timedelta(seconds=i),
+                                   msisdn="989121234567" if i % 2 else "989351234567",
+                                   routed_operator="MCI" if i % 2 else "IRANCELL") for i in range(5)]
+            for intake in intakes:
+                await journal.record_intake(intake)
+            await journal.record_outcome(make_outcome(intakes[1]))
+            await journal.record_outcome(make_outcome(intakes[3], state="declined", response_code="05"))
+            search = journal.search
+            by_msisdn = await search(TransactionQuery(msisdn="989121234567"))
+            assert [v.txn_id for v in by_msisdn] == [intakes[3].txn_id, intakes[1].txn_id]
+            assert [v.tracking_code for v in await search(TransactionQuery(tracking_code="T00000000002"))] == \
+                ["T00000000002"]
+            assert [v.txn_id for v in await search(TransactionQuery(state="approved"))] == [intakes[1].txn_id]
+            assert {v.txn_id for v in await search(TransactionQuery(state="in_flight"))} == \
+                {intakes[i].txn_id for i in (0, 2, 4)}
+            assert len(await search(TransactionQuery(operator_id="IRANCELL"))) == 3
+            assert len(await search(TransactionQuery(acquirer_id=ACQUIRER, since=start + timedelta(seconds=1),
+                                                     until=start + timedelta(seconds=3)))) == 2
+            assert await search(TransactionQuery(acquirer_id="999")) == []
+            # Pages of two, each continuing where the last ended: every row once, newest first.
+            seen, before = [], None
+            while True:
+                page = await search(TransactionQuery(before=before), limit=2)
+                seen += [v.txn_id for v in page]
+                if len(page) < 2:
+                    break
+                before = (page[-1].received_at, page[-1].txn_id)
+            assert seen == [intake.txn_id for intake in reversed(intakes)]
+
+    asyncio.run(scenario())
+
+
+def test_outcome_rows_keep_every_row_in_order_late_answers_included(backend):
+    async def scenario():
+        async with backend.journal() as journal:
+            intake = make_intake(routed_operator="MCI")
+            await journal.record_intake(intake)
+            first = make_outcome(intake, state=TxnState.UNKNOWN, response_code="91")
+            late = make_outcome(intake, state=TxnState.UNKNOWN, response_code="91", event="late_answer",
+                                ended_at=first.ended_at + timedelta(seconds=1), operator_code="0")
+            await journal.record_outcome(first, Reversal(intake.txn_id, "MCI", "unknown_outcome", first.ended_at))
+            await journal.record_outcome(late)
+            return first, late, await journal.outcome_rows(intake.txn_id), await journal.reversal_queue()
+
+    first, late, rows, queue = asyncio.run(scenario())
+    assert rows == [first, late]
+    assert [(r.operator_id, r.state, r.count, r.oldest_created_at) for r in queue] == \
+        [("MCI", "pending", 1, first.ended_at)]
+
+
+def test_ping_answers_while_running_and_refuses_once_closed(backend):
+    async def scenario():
+        journal = backend.journal()
+        await journal.start()
+        await journal.ping()
+        await journal.close()
+        with pytest.raises(JournalUnavailable):
+            await journal.ping()
+
+    asyncio.run(scenario())

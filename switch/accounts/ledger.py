@@ -332,6 +332,10 @@ class FloatLedger:
             raise UnknownAccount(f"unknown account {account_id}")
         return [Entry(*row) for row in rows]
 
+    async def movements(self, txn_id: str) -> list[Entry]:
+        """Every entry a top-up made (hold, capture, release, refund), oldest first."""
+        return [Entry(*row) for row in await self._call("fetch", sql.TXN_ENTRIES, _check_text(txn_id, "txn_id"))]
+
     async def verify(self, account_id: str) -> bool:
         """True when the cached balance and held equal the sums of the account's entries,
         held equals its open holds, and every entry's after-values equal the running

@@ -412,6 +412,8 @@ BALANCE = "SELECT balance, held, balance - held + credit_limit FROM account_bala
 STATEMENT = (
     f"SELECT {', '.join(ENTRY_COLUMNS)} FROM ledger_entry WHERE account_id = $1 ORDER BY id DESC LIMIT $2"
 )
+# A top-up's movements on any account, in the order written (ledger_entry_txn_idx serves it).
+TXN_ENTRIES = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM ledger_entry WHERE txn_id = $1 ORDER BY id"
 ACCOUNT_EXISTS = "SELECT EXISTS (SELECT 1 FROM account WHERE account_id = $1)"
 # One statement, so one snapshot: the cache, the entries and the open holds agree or
 # the account is inconsistent. Also checks every entry's after-values against the

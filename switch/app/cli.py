@@ -15,8 +15,10 @@ from switch.journal import JournalError
 
 
 # -- serve ------------------------------------------------------------------------------
-def _share(text: str) -> tuple[int, int]:
-    """"1/2" -> (1, 2): this worker's index and the worker count."""
+def _share(text: str | None) -> tuple[int, int] | None:
+    """"1/2" -> (1, 2): this worker's index and the worker count (None: not a worker of --workers)."""
+    if text is None:
+        return None
     index, count = (int(part) for part in text.split("/"))
     return index, count
 
@@ -279,6 +281,23 @@ def cmd_float(args) -> int:
         raise
 
 
+# -- admin ------------------------------------------------------------------------------
+def cmd_admin(args) -> int:
+    from switch.admin.auth import hash_token, new_token
+
+    if args.action == "token":
+        token = new_token()
+        print(f"token (give it to the user; it is not stored): {token}")
+        print(f'token_hash (for [[admin.users]] in the configuration): "{hash_token(token)}"')
+        return 0
+    token = args.token if args.token is not None else sys.stdin.readline().strip()
+    if not token:
+        print("airswitch admin hash-token: no token given (argument or one line on stdin)", file=sys.stderr)
+        return 2
+    print(hash_token(token))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from switch.app.demo import run_demo
     return run(run_demo(seconds=args.seconds, rate=args.rate, journal_path=args.journal))
@@ -298,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_running(commands)
     _add_simulators(commands.add_parser("sim", help="simulated peers").add_subparsers(dest="peer", required=True))
     _add_money_tools(commands)
+    admin = commands.add_parser("admin", help="the admin server's bearer tokens").add_subparsers(
+        dest="action", required=True)
+    admin.add_parser("token", help="make a new random token and print it with its hash").set_defaults(
+        handler=cmd_admin)
+    hashing = admin.add_parser("hash-token", help="print the hash of a token (argument, or one line on stdin)")
+    hashing.add_argument("token", nargs="?", default=None)
+    hashing.set_defaults(handler=cmd_admin)
     try:
         from bench.cli import add_bench_parser
     except ImportError as exc:  # the load test's own dependencies are an extra
@@ -322,7 +348,7 @@ def _add_running(commands) -> None:
     serve.add_argument("--pid-file", default=None, help="write the process id here (for `airswitch reload`)")
     serve.add_argument("--workers", type=int, default=1, help="switch processes sharing the ports (default 1)")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-    serve.add_argument("--worker-share", default="0/1", help=argparse.SUPPRESS)   # set by --workers: "I/N"
+    serve.add_argument("--worker-share", default=None, help=argparse.SUPPRESS)   # set by --workers: "I/N"
     serve.set_defaults(handler=cmd_serve)
 
     reload = commands.add_parser("reload", help="make a running switch re-read its configuration (SIGHUP)")

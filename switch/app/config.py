@@ -15,6 +15,7 @@ from typing import Literal
 
 import msgspec
 
+from routing import InvalidMsisdn, normalise_msisdn
 from switch.errors import ConfigError
 from switch.resources import data_dir
 
@@ -30,6 +31,8 @@ DEFAULT_ECHO_INTERVAL = 30.0         # seconds of idle before an echo
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_DEDUPE_WINDOW = 500_000      # recent keys kept in memory
+DEFAULT_ADMIN_PORT = 8580            # with `serve --workers N`, worker i binds this port + i
+TOKEN_HASH = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class Struct(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -151,6 +154,23 @@ class RoutingConfig(Struct):
     carrier_fallback: bool = True
 
 
+class AdminUser(Struct):
+    """One person or system allowed on the admin server: its bearer token is stored only hashed
+    (`airswitch admin token` makes a token and its hash)."""
+    name: str
+    role: Literal["viewer", "operator"]   # viewer: read; operator: also resolve reversals and reload
+    token_hash: str                       # "sha256:" + 64 lowercase hex digits of the token's SHA-256
+
+
+class AdminConfig(Struct):
+    """The admin HTTP server (health, metrics, the JSON API). Absent or enabled = false: off."""
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_ADMIN_PORT
+    country: str = "IR"                   # national MSISDNs typed into a search are of this country
+    users: list[AdminUser] = []
+
+
 class SwitchConfig(Struct):
     institution_id: str
     terminal_id: str = "AIRSW001"
@@ -169,6 +189,7 @@ class SwitchConfig(Struct):
     routing: RoutingConfig = RoutingConfig()
     acquirers: list[AcquirerConfig] = []
     operators: list[OperatorConfig] = []
+    admin: AdminConfig | None = None
     # Not in the file: where it came from, to resolve relative paths.
     source: str = ""
 
@@ -285,5 +306,25 @@ def _check(config: SwitchConfig, path: Path) -> None:
         fail("reversals.max_attempts", "must be at least 1")
     if config.reversals.orphan_age <= max((op.timeout for op in config.operators), default=0):
         fail("reversals.orphan_age", "must be longer than every operator's timeout")
+    if config.admin is not None:
+        admin = config.admin
+        if not 0 <= admin.port <= 65535:
+            fail("admin.port", "must be 0 to 65535")
+        try:
+            normalise_msisdn("9121234567", admin.country)
+        except InvalidMsisdn:
+            pass
+        except ValueError:
+            fail("admin.country", f"unknown region {admin.country!r} (ISO 3166 alpha-2, e.g. IR)")
+        names: set[str] = set()
+        for i, user in enumerate(admin.users):
+            if not TOKEN_HASH.fullmatch(user.token_hash):
+                fail(f"admin.users[{i}].token_hash",
+                     "must be sha256: and 64 lowercase hex digits (make one with `airswitch admin token`)")
+            if user.name in names:
+                fail(f"admin.users[{i}].name", f"{user.name} is configured twice")
+            names.add(user.name)
+        if len({user.token_hash for user in admin.users}) != len(admin.users):
+            fail("admin.users", "two users have the same token")
     if not config.path(config.routing.routes).is_file():
         fail("routing.routes", f"no such file {config.path(config.routing.routes)}")

@@ -5,8 +5,11 @@ listener last, so nothing is accepted before it can be served. Shutdown is the
 reverse: stop listening, let in-flight transactions finish within a bound, sign
 off and close links, flush and close the journal.
 
+With `[admin]` configured, the admin HTTP server (switch/admin/) starts last and
+stops first, on the same event loop.
+
 `reload()` applies a changed configuration without a restart: routes, amount
-rules, acquirers and operator links. Links that did not change stay up; removed
+rules, acquirers, operator links and the admin server's users. Links that did not change stay up; removed
 links take no new requests and close once their in-flight requests finish.
 A configuration that does not validate is refused and the running one stays.
 """
@@ -18,6 +21,8 @@ import logging
 
 from routing import Router, RoutingConfigError
 from switch.accounts import FloatLedger
+from switch.admin.metrics import RequestMetrics
+from switch.admin.server import AdminServer
 from switch.channels.bank87 import AcquirerConnection, AcquirerDirectory
 from switch.channels.iso import IsoTranslator
 from switch.channels.pos87 import PosConnection, PosDirectory
@@ -68,12 +73,30 @@ def load_router(config: SwitchConfig) -> Router:
         raise ConfigError(str(exc)) from None
 
 
+def open_admin(switch: "Switch", metrics: RequestMetrics | None, share: tuple[int, int] | None) -> AdminServer | None:
+    """The admin server when `[admin]` is configured and enabled; worker i of `serve --workers N`
+    binds the configured port + i (docs/decisions.md)."""
+    admin = switch.config.admin
+    if admin is None or not admin.enabled:
+        return None
+    index = share[0] if share is not None else 0
+    port = admin.port + index if admin.port else admin.port
+    return AdminServer(switch, admin.host, port, metrics, supervised=share is not None)
+
+
+def _admin_socket(config: SwitchConfig) -> tuple | None:
+    admin = config.admin
+    return None if admin is None or not admin.enabled else (admin.host, admin.port)
+
+
 class Switch:
     def __init__(self, config: SwitchConfig, journal: Journal | None = None, reuse_port: bool = False,
-                 share: tuple[int, int] = (0, 1)):
+                 share: tuple[int, int] | None = None):
         self.config = config
         self.reuse_port = reuse_port  # several worker processes share the listening ports
-        self.share = share            # this worker's index of the worker count: its slice of the STANs
+        # This worker's index and the worker count under `serve --workers` (None: a lone process): its
+        # slice of the operator STANs, and its admin port.
+        self.share = share
         self.journal = journal or open_journal(config)
         self.ledger = open_ledger(config, self.journal)
         self.dedupe = DedupeWindow(config.dedupe.window, config.dedupe.backend, config.dedupe.redis_url)
@@ -83,8 +106,12 @@ class Switch:
         self.forwarder = ReversalForwarder(self.journal, self.providers, config.reversals,
                                            on_reversed=float_hold.refund)
         self.late_answers = LateAnswers(self.journal, self.providers, on_reversal_stored=self.forwarder.wake)
+        # The figures only an observer of each request can count (switch/admin/metrics.py), when the
+        # admin server is on: one call as each answer leaves.
+        metrics = RequestMetrics() if config.admin is not None and config.admin.enabled else None
         self.core = TransactionCore(config, load_router(config), self.journal, self.dedupe, self.providers,
-                                    float_hold, on_reversal_stored=self.forwarder.wake)
+                                    float_hold, on_reversal_stored=self.forwarder.wake,
+                                    on_end=metrics.on_end if metrics is not None else None)
         self.bank87 = load_dialect("bank87")
         self.pos87 = load_dialect("pos87")
         self.directory = AcquirerDirectory(config.acquirers)
@@ -93,6 +120,7 @@ class Switch:
         self.tasks: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None
         self._reloading = asyncio.Lock()
+        self.admin = open_admin(self, metrics, share)
 
     @property
     def port(self) -> int:
@@ -104,7 +132,7 @@ class Switch:
 
     def _pool(self, operator) -> OperatorPool:
         return OperatorPool(operator, self.config.institution_id, self.config.terminal_id,
-                            self.late_answers, reuse_port=self.reuse_port, stan_share=self.share)
+                            self.late_answers, reuse_port=self.reuse_port, stan_share=self.share or (0, 1))
 
     async def start(self) -> None:
         await self.journal.start()
@@ -127,6 +155,8 @@ class Switch:
                 lambda: PosConnection(self.core, self.pos87, pos87, self.terminals, pos, self.tasks), pos.host, pos.port,
                 reuse_address=True, reuse_port=self.reuse_port or None)
             log.info("airswitch listening for POS terminals on %s:%d", pos.host, self.pos_port)
+        if self.admin is not None:
+            await self.admin.start()
 
     async def wait_operators_up(self, timeout: float = 10.0) -> bool:
         results = await asyncio.gather(*(pool.wait_up(timeout) for pool in self.providers.values()))
@@ -144,6 +174,9 @@ class Switch:
             for key in RESTART_ONLY:
                 if getattr(config, key) != getattr(self.config, key):
                     log.warning("reload: %s changed; it takes effect only after a restart", key)
+            if _admin_socket(config) != _admin_socket(self.config):
+                log.warning("reload: admin enabled, host or port changed; it takes effect only after a restart"
+                            " (its users and roles apply now)")
             old = {op.id: op for op in self.config.operators}
             new = {op.id: op for op in config.operators}
             replaced = [op_id for op_id in new if op_id in old and
@@ -173,6 +206,8 @@ class Switch:
             return True
 
     async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
         for server in (self._server, self._pos_server):
             if server is not None:
                 server.close()

@@ -9,6 +9,11 @@ store-and-forward lead) and the float ledger in Postgres; Redis as the dedupe
 window when configured. Each child knows its index of N (`--worker-share I/N`) and
 draws its operator STANs from its own slice, so two workers never send an operator
 the same STAN at the same time.
+
+Each worker's admin server (when `[admin]` is on) listens on the admin port + its index, so
+Prometheus scrapes every worker as its own target and a health check asks each one
+(docs/decisions.md, "Metrics of several workers"). An admin reload signals this supervisor,
+which passes SIGHUP on to every worker.
 """
 
 from __future__ import annotations

@@ -8,13 +8,14 @@ A new product adds a participant to a chain (or a chain); a new channel only bui
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Mapping
 
 from routing import Router
 from switch.clock import BusinessCalendar
 from switch.app.config import SwitchConfig
 from switch.errors import LocalProtocolError
-from switch.flow.engine import Chain, Engine
+from switch.flow.engine import Chain, EndObserver, Engine
 from switch.flow.in_flight import InFlight
 from switch.flow.inquiry import inquire
 from switch.flow.messages import Answer, Kind, Request
@@ -37,13 +38,13 @@ from switch.providers.base import Provider
 class TransactionCore:
     def __init__(self, config: SwitchConfig, router: Router, journal: Journal, window: DedupeWindow,
                  providers: Mapping[str, Provider], float_hold: FloatHold,
-                 on_reversal_stored: Callable[[], None]) -> None:
+                 on_reversal_stored: Callable[[], None], on_end: EndObserver | None = None) -> None:
         self.journal = journal
         self.window = window
         self.providers = providers
         self.float_hold = float_hold
         self.calendar = BusinessCalendar(config.business_day.cutover, config.business_day.timezone)
-        self.engine = Engine(journal, self.calendar)
+        self.engine = Engine(journal, self.calendar, on_end)
         self.in_flight = InFlight()
         self.intakes = IntakeQueue()
         self.admission = Admission(self.in_flight, config.max_in_flight, self.intakes, config.max_queue_delay)
@@ -84,8 +85,13 @@ class TransactionCore:
             return await self.engine.run(request, self.top_up)
         if kind is Kind.BALANCE:
             return await self.engine.run(request, self.balance)
+        started = time.perf_counter()
         if kind is Kind.INQUIRY:
-            return inquire(request, self.router)
-        if kind is Kind.REVERSAL:
-            return await self.reversals.handle(request)
-        raise LocalProtocolError(f"no chain for requests of kind {kind}")
+            answer = inquire(request, self.router)
+        elif kind is Kind.REVERSAL:
+            answer = await self.reversals.handle(request)
+        else:
+            raise LocalProtocolError(f"no chain for requests of kind {kind}")
+        if self.engine.on_end is not None:   # the engine reports the chains' answers itself
+            self.engine.on_end(request, answer, None, time.perf_counter() - started, None)
+        return answer

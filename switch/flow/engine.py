@@ -20,7 +20,8 @@ outcome, so no answer leaves before its record is durable.
 from __future__ import annotations
 
 import logging
-from typing import Protocol, runtime_checkable
+import time
+from typing import Callable, Protocol, runtime_checkable
 
 from switch.clock import BusinessCalendar
 from switch.errors import LocalProtocolError
@@ -33,6 +34,7 @@ from switch.journal import Journal, JournalError
 log = logging.getLogger("airswitch.flow")
 
 Step = ResponseCode | Answer | None
+EndObserver = Callable[[Request, Answer, "str | None", float, "float | None"], None]
 
 
 class Participant(Protocol):
@@ -56,9 +58,12 @@ class Chain:
 
 
 class Engine:
-    def __init__(self, journal: Journal, calendar: BusinessCalendar) -> None:
+    def __init__(self, journal: Journal, calendar: BusinessCalendar, on_end: EndObserver | None = None) -> None:
         self.journal = journal
         self.calendar = calendar
+        # Called once per request as its answer leaves, for metrics: (request, answer, operator or None,
+        # seconds since it was received, the operator's round trip or None). Must be cheap and not raise.
+        self.on_end = on_end
 
     def transaction(self, request: Request) -> Transaction:
         return Transaction(request, self.calendar.day_of)
@@ -75,8 +80,8 @@ class Engine:
                 if step is not None:
                     break
             if isinstance(step, Answer):
-                return step
-            if step is not None:
+                pass    # answered as is (a replay, a shed request): nothing decided, nothing recorded
+            elif step is not None:
                 txn.decide(TxnState.REFUSED, step)
             elif txn.state is None:
                 raise LocalProtocolError(f"txn {txn.txn_id}: the participants ended without a decision")
@@ -88,9 +93,15 @@ class Engine:
                     await end(txn)
                 except Exception:   # a bug in one undo must not skip the others
                     log.exception("txn %s: %s failed", txn.txn_id, end.__qualname__)
-        if not txn.journaled:
-            await self.record_refusal(txn)
-        return txn.answer()
+        if isinstance(step, Answer):
+            answer = step
+        else:
+            if not txn.journaled:
+                await self.record_refusal(txn)
+            answer = txn.answer()
+        if self.on_end is not None:
+            self.on_end(request, answer, txn.operator_id, time.perf_counter() - txn.started, txn.operator_seconds)
+        return answer
 
     async def record_refusal(self, txn: Transaction) -> None:
         """A transaction turned away before its intake held the dedupe key: both records, no key."""
@@ -100,9 +111,13 @@ class Engine:
             log.error("txn %s: refusal %s not journaled: %s", txn.txn_id, txn.response_code, exc,
                       extra={"repeat": "refusals not journaled"})
 
-    async def refuse(self, request: Request, code: ResponseCode) -> Answer:
-        """Turn a request away at once, recorded, without a participant (reversals, a bad MAC)."""
+    async def refuse(self, request: Request, code: ResponseCode, observed: bool = True) -> Answer:
+        """Turn a request away at once, recorded, without a participant (reversals, a bad MAC).
+        `observed=False` when the caller reports the answer to `on_end` itself."""
         txn = self.transaction(request)
         txn.decide(TxnState.REFUSED, code)
         await self.record_refusal(txn)
-        return txn.answer()
+        answer = txn.answer()
+        if observed and self.on_end is not None:
+            self.on_end(request, answer, None, time.perf_counter() - txn.started, None)
+        return answer

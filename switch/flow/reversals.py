@@ -50,9 +50,9 @@ class AcquirerReversals:
         kind = request.message_type
         if request.problem:
             log.info("reversal %s from %s: format error (%s): 30", kind, acquirer.name, request.problem)
-            return await self.engine.refuse(request, ResponseCode.FORMAT_ERROR)
+            return await self.engine.refuse(request, ResponseCode.FORMAT_ERROR, observed=False)
         if request.acquirer_id != acquirer.institution_id:
-            return await self.engine.refuse(request, ResponseCode.NOT_PERMITTED)
+            return await self.engine.refuse(request, ResponseCode.NOT_PERMITTED, observed=False)
         received_at = utcnow()
         try:
             original = await self.journal.find_latest(request.acquirer_id, request.tracking_code)
@@ -71,7 +71,7 @@ class AcquirerReversals:
             log.info("reversal %s of %s/%s: no such original: %s", kind, request.acquirer_id,
                      request.tracking_code, "00 (advice)" if request.advice else "25")
             return await self.engine.refuse(request, ResponseCode.APPROVED if request.advice
-                                            else ResponseCode.NOT_FOUND)
+                                            else ResponseCode.NOT_FOUND, observed=False)
         if original.state is None and original.routed_operator is None:
             return Answer(response_code=ResponseCode.APPROVED)   # never sent to an operator: nothing to undo
         if original.state not in (None, TxnState.APPROVED):
@@ -82,7 +82,7 @@ class AcquirerReversals:
         if not request.advice and business_day - original.business_day > timedelta(days=self.window_days):
             log.info("reversal of %s: original of %s is outside the reversal window: 12", original.txn_id,
                      original.business_day)
-            return await self.engine.refuse(request, ResponseCode.INVALID_TXN)
+            return await self.engine.refuse(request, ResponseCode.INVALID_TXN, observed=False)
         operator_id = original.routed_operator or original.operator_id
         outcome = Outcome(txn_id=original.txn_id, ended_at=utcnow(),
                           state=check_transition(original.state, TxnState.REVERSAL_PENDING),

@@ -23,7 +23,8 @@ from switch.providers.base import OperatorAnswer, Provider, TopUp
 class Transaction:
     __slots__ = ("request", "txn_id", "received_at", "business_day", "started", "key", "msisdn",
                  "operator_id", "provider", "topup", "refusal", "journaled", "state", "response_code",
-                 "operator_answer", "reversal", "balance", "approval_code", "in_flight", "reserved", "held")
+                 "operator_answer", "reversal", "balance", "approval_code", "in_flight", "reserved", "held",
+                 "operator_seconds")
 
     def __init__(self, request: Request, business_day_of) -> None:
         self.request = request
@@ -49,6 +50,7 @@ class Transaction:
         self.in_flight = False                      # held in this process's in-flight registry
         self.reserved = False                       # holds its place in the acquirer's limits
         self.held = False                           # holds float on the payer's account
+        self.operator_seconds: float | None = None  # the provider's round trip, when it answered
 
     def decide(self, state: TxnState, code: str) -> None:
         """The transaction's end: its state (checked against the transitions) and the payer's code."""

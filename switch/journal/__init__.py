@@ -31,6 +31,8 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Protocol, runtime_checkable
 
+from switch.stats import Buckets
+
 from .postgres import PostgresJournal
 from .records import (
     EVENTS,
@@ -42,7 +44,9 @@ from .records import (
     Outcome,
     PendingReversal,
     Reversal,
+    ReversalQueueRow,
     ReversalUpdate,
+    TransactionQuery,
     TransactionView,
 )
 from .sqlite import SQLiteJournal
@@ -58,9 +62,11 @@ __all__ = [
     "Outcome",
     "PendingReversal",
     "Reversal",
+    "ReversalQueueRow",
     "ReversalUpdate",
     "PostgresJournal",
     "SQLiteJournal",
+    "TransactionQuery",
     "TransactionView",
 ]
 
@@ -70,6 +76,17 @@ class Journal(Protocol):
     """What the switch needs from a journal; both backends implement it."""
 
     batches_committed: int  # writer transactions committed so far
+    records_spilled: int    # records written to the spill file so far
+    commit_seconds: Buckets  # seconds each committed batch took (read by /metrics)
+    batch_records: Buckets   # records in each committed batch
+
+    @property
+    def queued(self) -> int:
+        """Records waiting for the writer."""
+
+    @property
+    def spilling(self) -> bool:
+        """True while records go to the spill file (the database cannot take them)."""
 
     async def start(self) -> None:
         """Connect, create/migrate the schema, start the writer. No-op if running."""
@@ -125,3 +142,18 @@ class Journal(Protocol):
 
     async def summary(self) -> dict[str, int]:
         """Transactions by response code; no outcome yet counts as "pending"."""
+
+    async def history(self, txn_id: str) -> list[tuple]:
+        """Every outcome row, oldest first: (ended_at, state, event, 39, operator code, operator ref)."""
+
+    async def outcome_rows(self, txn_id: str) -> list[Outcome]:
+        """Every outcome row of a transaction (late answers included) in the order written."""
+
+    async def search(self, query: TransactionQuery, limit: int = 50) -> list[TransactionView]:
+        """Transactions matching the query, newest first, at most `limit` (paged by query.before)."""
+
+    async def reversal_queue(self) -> list[ReversalQueueRow]:
+        """Unsettled stored reversals (pending, failed) per operator and state, with the oldest."""
+
+    async def ping(self) -> None:
+        """Raises JournalUnavailable unless the journal takes records and its database answers a read."""

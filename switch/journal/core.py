@@ -59,10 +59,16 @@ from .records import (
     Outcome,
     PendingReversal,
     Reversal,
+    ReversalQueueRow,
     ReversalUpdate,
+    TransactionQuery,
     TransactionView,
 )
 from .spill import SpilledWrite, SpillFile
+from switch.stats import Buckets
+
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)   # seconds
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)   # records per committed batch
 
 log = logging.getLogger("airswitch.journal")
 
@@ -149,6 +155,10 @@ class Store(Protocol):
     async def history(self, txn_id: str) -> list[tuple]: ...
     async def count_transactions(self) -> int: ...
     async def summary(self) -> dict[str, int]: ...
+    async def outcome_rows(self, txn_id: str) -> list[Outcome]: ...
+    async def search(self, query: TransactionQuery, limit: int) -> list[TransactionView]: ...
+    async def reversal_queue(self) -> list[ReversalQueueRow]: ...
+    async def ping(self) -> None: ...
 
 
 class SpillingStore(Store, Protocol):
@@ -259,6 +269,9 @@ class JournalCore:
         # Records by the number of writes that ended between their queueing and the start of their
         # own write (0: it started at once or with the next free lane; 1: it waited for one commit).
         self.commit_waits: collections.Counter[int] = collections.Counter()
+        # Per committed batch (not per record): seconds the commit took and records in it, for /metrics.
+        self.commit_seconds = Buckets(COMMIT_BUCKETS)
+        self.batch_records = Buckets(BATCH_BUCKETS)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -450,6 +463,7 @@ class JournalCore:
         """Each write's result once the batch is committed: True/False for a lone intake
         (was its key free), None for the rest, JournalRejected for a refused record."""
         store = self._store
+        started = time.perf_counter()
         async with asyncio.timeout(self._attempt_timeout):
             try:
                 stored = await store.write(batch)
@@ -459,6 +473,8 @@ class JournalCore:
             else:
                 results = [_result(item, stored) for item in batch]
         self.batches_committed += 1
+        self.commit_seconds.observe(time.perf_counter() - started)
+        self.batch_records.observe(len(batch))
         return results
 
     # -- the spill ----------------------------------------------------------------------
@@ -504,6 +520,18 @@ class JournalCore:
             return False
         self._spill = None
         return True
+
+    # -- state, for health and metrics ---------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        """Records waiting for the writer."""
+        return len(self._inbox) if self._inbox is not None else 0
+
+    @property
+    def spilling(self) -> bool:
+        """True while records go to the spill file because the database cannot take them."""
+        return self._spill is not None
 
     # -- reads (straight from the store) -----------------------------------------------
 
@@ -559,6 +587,24 @@ class JournalCore:
     async def summary(self) -> dict[str, int]:
         """Transactions by response code; those with no outcome yet under "pending"."""
         return await self._read(self._store.summary)
+
+    async def outcome_rows(self, txn_id: str) -> list[Outcome]:
+        """Every outcome row of a transaction (late answers included), in the order written."""
+        return await self._read(self._store.outcome_rows, txn_id)
+
+    async def search(self, query: TransactionQuery, limit: int = 50) -> list[TransactionView]:
+        """Transactions matching `query`, newest first (see TransactionQuery for paging)."""
+        return await self._read(self._store.search, query, limit)
+
+    async def reversal_queue(self) -> list[ReversalQueueRow]:
+        """Unsettled stored reversals (pending, failed), counted per operator and state, with the oldest."""
+        return await self._read(self._store.reversal_queue)
+
+    async def ping(self) -> None:
+        """Raises JournalUnavailable unless the journal takes records and its database answers a read."""
+        if not self._running:
+            raise JournalUnavailable("journal is not taking records")
+        await self._read(self._store.ping)
 
     async def _read(self, read: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         if not self._open:

@@ -41,7 +41,15 @@ from .core import (
     JournalCore,
     QueuedWrite,
 )
-from .records import JournalError, JournalUnavailable, PendingReversal, TransactionView
+from .records import (
+    JournalError,
+    JournalUnavailable,
+    Outcome,
+    PendingReversal,
+    ReversalQueueRow,
+    TransactionQuery,
+    TransactionView,
+)
 from .schema import (
     APPROVED_ANSWERS,
     APPROVED_AT_OPERATORS,
@@ -55,13 +63,17 @@ from .schema import (
     INTAKE_COLUMNS,
     ORPHANS,
     OUTCOME_COLUMNS,
+    OUTCOMES,
+    PING,
     POSTGRES_INTAKE_TYPES,
     POSTGRES_MIGRATIONS,
     POSTGRES_OUTCOME_TYPES,
     POSTGRES_SCHEMA_VERSION_DDL,
+    REVERSAL_QUEUE,
     REVERSALS_ORDER,
     SELECT_REVERSAL,
     SUMMARY,
+    search_query,
 )
 from .spill import SpilledWrite, SpillFile
 
@@ -411,6 +423,19 @@ class PostgresStore:
 
     async def summary(self) -> dict[str, int]:
         return {code: count for code, count in await self._fetch("fetch", SUMMARY)}
+
+    async def outcome_rows(self, txn_id: str) -> list[Outcome]:
+        return [Outcome(*row) for row in await self._fetch("fetch", OUTCOMES, txn_id)]
+
+    async def search(self, query: TransactionQuery, limit: int) -> list[TransactionView]:
+        sql, params = search_query(query, limit)
+        return [TransactionView(*row) for row in await self._fetch("fetch", sql, *params)]
+
+    async def reversal_queue(self) -> list[ReversalQueueRow]:
+        return [ReversalQueueRow(*row) for row in await self._fetch("fetch", REVERSAL_QUEUE)]
+
+    async def ping(self) -> None:
+        await self._fetch("fetchval", PING)
 
     async def _fetch(self, method: str, query: str, *args: Any) -> Any:
         async with self._pool.acquire() as conn:

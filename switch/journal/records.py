@@ -190,3 +190,38 @@ class PendingReversal(msgspec.Struct, frozen=True):
     operator_stan: str | None
     operator_sent_at: datetime | None
     operator_code: str | None = None  # the operator's last answer to it, if any
+
+
+class TransactionQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """What the admin API searches transactions by; every field set narrows the search.
+
+    Results are newest first; `before` (the received_at and txn_id of the last row of the
+    previous page) continues a search where that page ended."""
+
+    msisdn: str | None = None          # normalised international digits, as the journal keeps them
+    tracking_code: str | None = None
+    acquirer_id: str | None = None
+    operator_id: str | None = None     # routed to it, or answered by it
+    state: str | None = None           # a TxnState, or "in_flight" for no outcome yet
+    since: datetime | None = None      # received at or after
+    until: datetime | None = None      # received before
+    before: tuple[datetime, str] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None:
+                _require_aware(name, value)
+        if self.before is not None:
+            _require_aware("before", self.before[0])
+        if self.state is not None and self.state != "in_flight" and self.state not in _STATE_NAMES:
+            raise ValueError(f"state must be one of {[s.value for s in TxnState] + ['in_flight']}, got {self.state!r}")
+
+
+class ReversalQueueRow(msgspec.Struct, frozen=True):
+    """Stored reversals not yet settled, per operator and queue state ("pending" or "failed")."""
+
+    operator_id: str
+    state: str
+    count: int
+    oldest_created_at: datetime

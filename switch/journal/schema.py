@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from switch.flow.states import TxnState
 
-from .records import EVENTS, REVERSAL_STATES, Intake, Outcome, PendingReversal, TransactionView
+from .records import EVENTS, REVERSAL_STATES, Intake, Outcome, PendingReversal, TransactionQuery, TransactionView
 
 INTAKE_COLUMNS: tuple[str, ...] = Intake.__struct_fields__
 OUTCOME_COLUMNS: tuple[str, ...] = Outcome.__struct_fields__
@@ -77,6 +77,48 @@ _PENDING_COLUMNS = ", ".join(("i." if field in INTAKE_COLUMNS and field != "txn_
 SELECT_REVERSAL = f"SELECT {_PENDING_COLUMNS} FROM reversal r JOIN intake i USING (txn_id)"
 FIND_REVERSAL = f"{SELECT_REVERSAL} WHERE r.txn_id = $1"
 REVERSALS_ORDER = " ORDER BY r.operator_id, r.created_at"
+# Every outcome row of a transaction, late answers included, in the order they were written.
+OUTCOMES = f"SELECT {', '.join(OUTCOME_COLUMNS)} FROM outcome WHERE txn_id = $1 ORDER BY ended_at, id"
+# The store-and-forward queue at a glance (reversal_due_idx serves it).
+REVERSAL_QUEUE = ("SELECT operator_id, state, count(*), min(created_at) FROM reversal"
+                  " WHERE state IN ('pending', 'failed') GROUP BY operator_id, state ORDER BY operator_id, state")
+PING = "SELECT 1"
+
+
+def search_query(query: TransactionQuery, limit: int) -> tuple[str, list]:
+    """The transactions matching `query`, newest first, at most `limit`: (SQL with $n, parameters).
+    Parameters are given as Python values; a store converts them as it stores them."""
+    clauses: list[str] = []
+    params: list = []
+
+    def where(clause: str, *values) -> None:
+        numbers = range(len(params) + 1, len(params) + len(values) + 1)
+        clauses.append(clause.format(*(f"${n}" for n in numbers)))
+        params.extend(values)
+
+    if query.msisdn is not None:
+        where("msisdn = {}", query.msisdn)
+    if query.tracking_code is not None:
+        where("tracking_code = {}", query.tracking_code)
+    if query.acquirer_id is not None:
+        where("acquirer_id = {}", query.acquirer_id)
+    if query.operator_id is not None:
+        where("(routed_operator = {0} OR operator_id = {0})", query.operator_id)
+    if query.state == "in_flight":
+        clauses.append("state IS NULL")
+    elif query.state is not None:
+        where("state = {}", query.state)
+    if query.since is not None:
+        where("received_at >= {}", query.since)
+    if query.until is not None:
+        where("received_at < {}", query.until)
+    if query.before is not None:
+        where("(received_at < {0} OR (received_at = {0} AND txn_id < {1}))", *query.before)
+    sql = _SELECT_VIEW
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    params.append(limit)
+    return sql + " ORDER BY received_at DESC, txn_id DESC LIMIT $" + str(len(params)), params
 
 
 def sqlite_placeholders(query: str) -> str:

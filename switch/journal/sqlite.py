@@ -24,7 +24,15 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from .core import DEFAULT_BATCH_MAX, DEFAULT_COMMIT_TIMEOUT, DEFAULT_QUEUE_MAX, JournalCore, QueuedWrite
-from .records import Intake, JournalError, Outcome, PendingReversal, TransactionView
+from .records import (
+    Intake,
+    JournalError,
+    Outcome,
+    PendingReversal,
+    ReversalQueueRow,
+    TransactionQuery,
+    TransactionView,
+)
 from .schema import (
     APPROVED_ANSWERS,
     APPROVED_AT_OPERATORS,
@@ -38,11 +46,15 @@ from .schema import (
     INTAKE_COLUMNS,
     ORPHANS,
     OUTCOME_COLUMNS,
+    OUTCOMES,
+    PING,
+    REVERSAL_QUEUE,
     REVERSALS_ORDER,
     SELECT_REVERSAL,
     SQLITE_MIGRATIONS,
     SQLITE_SCHEMA_VERSION_DDL,
     SUMMARY,
+    search_query,
     sqlite_placeholders,
 )
 
@@ -66,6 +78,7 @@ _FIND_REVERSAL = sqlite_placeholders(FIND_REVERSAL)
 _REVERSALS = f"{SELECT_REVERSAL} WHERE r.state IN ({{states}}){REVERSALS_ORDER} LIMIT ?"
 _ORPHANS = sqlite_placeholders(ORPHANS)
 _HISTORY = sqlite_placeholders(HISTORY)
+_OUTCOMES = sqlite_placeholders(OUTCOMES)
 
 
 def _iso(value: datetime) -> str:
@@ -95,6 +108,20 @@ def _iso_or_none(value: datetime | None) -> str | None:
 
 def _time_or_none(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
+
+
+def _param(value: object) -> object:
+    """A query parameter as this schema stores it (times as UTC ISO text, days as ISO dates)."""
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _outcome(row: tuple) -> Outcome:
+    txn_id, ended_at, *rest = row
+    return Outcome(txn_id, datetime.fromisoformat(ended_at), *rest)
 
 
 def _pending(row: tuple) -> PendingReversal:
@@ -317,6 +344,20 @@ class SQLiteStore:
 
     async def summary(self) -> dict[str, int]:
         return {code: count for code, count in await self._rows(SUMMARY, ())}
+
+    async def outcome_rows(self, txn_id: str) -> list[Outcome]:
+        return [_outcome(row) for row in await self._rows(_OUTCOMES, (txn_id,))]
+
+    async def search(self, query: TransactionQuery, limit: int) -> list[TransactionView]:
+        sql, params = search_query(query, limit)
+        return [_view(row) for row in await self._rows(sqlite_placeholders(sql), tuple(map(_param, params)))]
+
+    async def reversal_queue(self) -> list[ReversalQueueRow]:
+        return [ReversalQueueRow(operator, state, count, datetime.fromisoformat(oldest))
+                for operator, state, count, oldest in await self._rows(REVERSAL_QUEUE, ())]
+
+    async def ping(self) -> None:
+        await self._rows(PING, ())
 
     async def _rows(self, query: str, params: tuple) -> list[tuple]:
         return await self._loop.run_in_executor(self._reader, self._query, query, params)

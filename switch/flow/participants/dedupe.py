@@ -59,6 +59,11 @@ class DedupeWindow:
             recent.popitem(last=False)
         return True
 
+    @property
+    def size(self) -> int | None:
+        """Keys in the in-memory window; None with Redis (the window is shared, its size is Redis's)."""
+        return len(self._recent) if self._cache is None else None
+
     async def close(self) -> None:
         if self._cache is not None:
             await self._cache.close()

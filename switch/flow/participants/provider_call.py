@@ -14,6 +14,7 @@ sends it and decides:
 from __future__ import annotations
 
 import logging
+import time
 
 from switch.clock import utcnow
 from switch.flow.codes import ResponseCode
@@ -41,7 +42,9 @@ class ProviderCall:
         try:
             if txn.provider is None:
                 raise NotSent(f"operator {txn.operator_id} is routed to but not configured")
+            sent = time.perf_counter()
             answer = await txn.provider.top_up(txn.topup)
+            txn.operator_seconds = time.perf_counter() - sent
         except NotSent as exc:
             log.warning("txn %s: %s: 91", txn.txn_id, exc,
                         extra={"repeat": f"{txn.operator_id}: top-ups answered 91, nothing sent"})
