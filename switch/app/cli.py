@@ -300,7 +300,7 @@ def cmd_admin(args) -> int:
 
 def cmd_demo(args) -> int:
     from switch.app.demo import run_demo
-    return run(run_demo(seconds=args.seconds, rate=args.rate, journal_path=args.journal))
+    return run(run_demo(seconds=args.seconds, rate=args.rate, journal_path=args.journal, stay=args.stay))
 
 
 def _needs_bench_extra(missing: str | None) -> int:
@@ -363,6 +363,8 @@ def _add_running(commands) -> None:
                       help="top-ups a second per bank (default 0: as fast as answers come back)")
     demo.add_argument("--journal", default="airswitch-demo.sqlite",
                       help="SQLite journal file, recreated each run (default airswitch-demo.sqlite)")
+    demo.add_argument("--stay", action="store_true",
+                      help="after the traffic, keep the switch and its console up until Ctrl-C")
     demo.set_defaults(handler=cmd_demo)
 
 

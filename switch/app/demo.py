@@ -22,7 +22,9 @@ import msgspec
 
 from simulators.bank import BankSimulator, run_id
 from simulators.operator import OperatorBehaviour, OperatorSimulator
-from switch.app.config import load_config
+from switch.admin.auth import hash_token, new_token
+from switch.app.config import AdminConfig, AdminUser, load_config
+from switch.app.runner import wait_for_signal
 from simulators.reporting import bank_report_table
 from switch.resources import demo_config
 from switch.journal import SQLiteJournal
@@ -41,7 +43,8 @@ BEHAVIOURS = {
 BANKS = [("603799", "127.0.0.1"), ("627412", "127.0.0.2")]
 
 
-async def run_demo(seconds: float = 15.0, rate: float = 0.0, journal_path: str = "airswitch-demo.sqlite") -> int:
+async def run_demo(seconds: float = 15.0, rate: float = 0.0, journal_path: str = "airswitch-demo.sqlite",
+                   stay: bool = False) -> int:
     journal_file = Path(journal_path).resolve()
     for stale in (journal_file, Path(f"{journal_file}-wal"), Path(f"{journal_file}-shm")):
         stale.unlink(missing_ok=True)
@@ -55,8 +58,13 @@ async def run_demo(seconds: float = 15.0, rate: float = 0.0, journal_path: str =
             ports[operator.id] = await operators[operator.id].start()
         else:
             ports[operator.id] = 0   # the switch listens on a free port; the simulator dials it
+    # The admin server and its console, for the length of the demo (or until Ctrl-C with --stay): one
+    # user with the operator role and a token made for this run.
+    token = new_token()
+    admin = AdminConfig(port=0, users=[AdminUser(name="demo", role="operator", token_hash=hash_token(token))])
     config = msgspec.structs.replace(
         base,
+        admin=admin,
         listener=msgspec.structs.replace(base.listener, port=0),
         journal=msgspec.structs.replace(base.journal, backend="sqlite", path=str(journal_file)),
         operators=[msgspec.structs.replace(op, links=[msgspec.structs.replace(link, port=ports[op.id])
@@ -75,6 +83,8 @@ async def run_demo(seconds: float = 15.0, rate: float = 0.0, journal_path: str =
           + ", ".join(f"{op.id} {op.dialect} {'dialled by the switch' if op.links[0].mode == 'connect' else 'dialling in'}"
                       for op in base.operators)
           + f"; journal {journal_file}")
+    print(f"console: http://127.0.0.1:{switch.admin.port}/console/  token: {token}"
+          + ("" if stay else "  (open it during the run, or run the demo with --stay)"))
     if not await switch.wait_operators_up(10.0):
         print("operator links did not come up", file=sys.stderr)
         await switch.stop()
@@ -101,6 +111,10 @@ async def run_demo(seconds: float = 15.0, rate: float = 0.0, journal_path: str =
         await asyncio.sleep(0.2)
     states = await switch.journal.states()
     shed = switch.core.admission.shed_total
+    if stay:
+        print(f"\ntraffic done; the switch and its console stay up until Ctrl-C: "
+              f"http://127.0.0.1:{switch.admin.port}/console/  token: {token}")
+        await wait_for_signal()
     await switch.stop()
     for simulator in operators.values():
         await simulator.stop()
