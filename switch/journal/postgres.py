@@ -36,6 +36,7 @@ from .records import (
     Outcome,
     PendingReversal,
     ReversalQueueRow,
+    ThroughputRow,
     TransactionQuery,
     TransactionView,
 )
@@ -62,6 +63,7 @@ from .schema import (
     REVERSALS_ORDER,
     SELECT_REVERSAL,
     SUMMARY,
+    THROUGHPUT_POSTGRES,
     search_query,
 )
 from .spill import SpilledWrite, SpillFile
@@ -369,6 +371,9 @@ class PostgresStore:
 
     async def reversal_queue(self) -> list[ReversalQueueRow]:
         return [ReversalQueueRow(*row) for row in await self._fetch("fetch", REVERSAL_QUEUE)]
+
+    async def throughput(self, since: datetime) -> list[ThroughputRow]:
+        return [ThroughputRow(*row) for row in await self._fetch("fetch", THROUGHPUT_POSTGRES, since)]
 
     async def ping(self) -> None:
         await self._fetch("fetchval", PING)
