@@ -298,6 +298,9 @@ def test_console_resolve_works_for_an_operator_and_is_refused_for_a_viewer(journ
                 forged = await context.request.post(f"{base}/console/reversals/{view.txn_id}/resolve",
                                                     form={"note": "forged"}, headers={"Origin": "http://evil.test"})
                 assert forged.status == 403
+                no_note = await context.request.post(f"{base}/console/reversals/{view.txn_id}/resolve",
+                                                     form={"note": " "})
+                assert no_note.status == 400 and "Say how it was settled" in await no_note.text()
                 await Shots(tmp_path, "operator").take(page, "13-reversals-operator")
                 await page.fill("#failed input[name=note]", "settled with MCI, ticket 4711")
                 await page.click("#failed button")

@@ -353,7 +353,7 @@ async def reversals(request: Request) -> Response:
     failed = [r for r in found if r.state == "failed"]
     pending = [r for r in found if r.state == "pending"]
     return _render(request, "reversals.html", failed=failed, pending=pending, error=None, note="",
-                   error_txn=None, status=200)
+                   error_txn=None)
 
 
 async def resolve(request: Request) -> Response:
@@ -384,7 +384,7 @@ async def resolve(request: Request) -> Response:
     found = await _journal(switch.journal.reversals(("failed", "pending"), REVERSALS_SHOWN))
     return _render(request, "reversals.html", problem[0], failed=[r for r in found if r.state == "failed"],
                    pending=[r for r in found if r.state == "pending"], error=problem[1], note=note,
-                   error_txn=txn_id, status=problem[0])
+                   error_txn=txn_id)
 
 
 # -- what the pages show -------------------------------------------------------------------
