@@ -259,6 +259,10 @@ class FakeJournal:
         self._read("reversal_queue")
         return []
 
+    async def throughput(self, since) -> list:
+        self._read("throughput")
+        return []
+
     async def ping(self) -> None:
         self._read("ping")
 

@@ -801,3 +801,29 @@ def test_ping_answers_while_running_and_refuses_once_closed(backend):
             await journal.ping()
 
     asyncio.run(scenario())
+
+
+def test_throughput_counts_each_top_up_end_per_minute_and_operator_late_answers_not_again(backend):
+    async def scenario():
+        async with backend.journal() as journal:
+            start = datetime(2026, 5, 9, 8, 0, 10, tzinfo=timezone.utc)
+            # Minute 08:00: MCI approved twice, declined once; IRANCELL unknown once (and a late answer to it).
+            # Minute 08:01: MCI approved once. Before `since`: one not counted. A refusal names no operator.
+            plan = [(0, "MCI", "approved", "00"), (5, "MCI", "approved", "00"), (9, "MCI", "declined", "05"),
+                    (20, "IRANCELL", "unknown", "91"), (65, "MCI", "approved", "00"),
+                    (-120, "MCI", "approved", "00"), (30, None, "refused", "30")]
+            for i, (seconds, operator, state, code) in enumerate(plan):
+                intake = make_intake(f"T{i:011d}", received_at=start + timedelta(seconds=seconds))
+                await journal.record_intake(intake)
+                outcome = make_outcome(intake, state=state, response_code=code, operator_id=operator)
+                await journal.record_outcome(outcome)
+                if state == "unknown":
+                    await journal.record_outcome(make_outcome(
+                        intake, state="unknown", response_code="91", operator_id=operator, event="late_answer",
+                        ended_at=outcome.ended_at + timedelta(seconds=1), operator_code="0"))
+            return await journal.throughput(start - timedelta(seconds=10))
+
+    rows = asyncio.run(scenario())
+    minute = datetime(2026, 5, 9, 8, 0, tzinfo=timezone.utc)
+    assert [(r.minute, r.operator_id, r.answered, r.approved) for r in rows] == [
+        (minute, "IRANCELL", 1, 0), (minute, "MCI", 3, 2), (minute + timedelta(minutes=1), "MCI", 1, 1)]

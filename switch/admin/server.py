@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from switch.admin import console
 from switch.admin.api import ROUTES, json
 from switch.admin.metrics import RequestMetrics, SwitchCollector
 from switch.journal import JournalError
@@ -60,7 +61,7 @@ class AdminServer:
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
         self.app = Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz),
-                                     Route("/metrics", metrics), *ROUTES],
+                                     Route("/metrics", metrics), *ROUTES, console.mount(self)],
                              exception_handlers={HTTPException: _problem})
         self.app.state.admin = self
         self._socket: socket.socket | None = None

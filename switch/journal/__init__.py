@@ -46,6 +46,7 @@ from .records import (
     Reversal,
     ReversalQueueRow,
     ReversalUpdate,
+    ThroughputRow,
     TransactionQuery,
     TransactionView,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "Reversal",
     "ReversalQueueRow",
     "ReversalUpdate",
+    "ThroughputRow",
     "PostgresJournal",
     "SQLiteJournal",
     "TransactionQuery",
@@ -154,6 +156,9 @@ class Journal(Protocol):
 
     async def reversal_queue(self) -> list[ReversalQueueRow]:
         """Unsettled stored reversals (pending, failed) per operator and state, with the oldest."""
+
+    async def throughput(self, since: datetime) -> list[ThroughputRow]:
+        """Top-ups received since `since` that reached their end, per minute and operator, oldest first."""
 
     async def ping(self) -> None:
         """Raises JournalUnavailable unless the journal takes records and its database answers a read."""

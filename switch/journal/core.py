@@ -60,6 +60,7 @@ from .records import (
     PendingReversal,
     Reversal,
     ReversalQueueRow,
+    ThroughputRow,
     ReversalUpdate,
     TransactionQuery,
     TransactionView,
@@ -158,6 +159,7 @@ class Store(Protocol):
     async def outcome_rows(self, txn_id: str) -> list[Outcome]: ...
     async def search(self, query: TransactionQuery, limit: int) -> list[TransactionView]: ...
     async def reversal_queue(self) -> list[ReversalQueueRow]: ...
+    async def throughput(self, since: datetime) -> list[ThroughputRow]: ...
     async def ping(self) -> None: ...
 
 
@@ -599,6 +601,10 @@ class JournalCore:
     async def reversal_queue(self) -> list[ReversalQueueRow]:
         """Unsettled stored reversals (pending, failed), counted per operator and state, with the oldest."""
         return await self._read(self._store.reversal_queue)
+
+    async def throughput(self, since: datetime) -> list[ThroughputRow]:
+        """Top-ups received since `since` that reached their end, per minute and operator, oldest first."""
+        return await self._read(self._store.throughput, since)
 
     async def ping(self) -> None:
         """Raises JournalUnavailable unless the journal takes records and its database answers a read."""

@@ -47,6 +47,7 @@ from .records import (
     Outcome,
     PendingReversal,
     ReversalQueueRow,
+    ThroughputRow,
     TransactionQuery,
     TransactionView,
 )
@@ -73,6 +74,7 @@ from .schema import (
     REVERSALS_ORDER,
     SELECT_REVERSAL,
     SUMMARY,
+    THROUGHPUT_POSTGRES,
     search_query,
 )
 from .spill import SpilledWrite, SpillFile
@@ -433,6 +435,9 @@ class PostgresStore:
 
     async def reversal_queue(self) -> list[ReversalQueueRow]:
         return [ReversalQueueRow(*row) for row in await self._fetch("fetch", REVERSAL_QUEUE)]
+
+    async def throughput(self, since: datetime) -> list[ThroughputRow]:
+        return [ThroughputRow(*row) for row in await self._fetch("fetch", THROUGHPUT_POSTGRES, since)]
 
     async def ping(self) -> None:
         await self._fetch("fetchval", PING)

@@ -218,6 +218,15 @@ class TransactionQuery(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"state must be one of {[s.value for s in TxnState] + ['in_flight']}, got {self.state!r}")
 
 
+class ThroughputRow(msgspec.Struct, frozen=True):
+    """Top-ups that reached their end with one operator in one minute (by the minute they were received)."""
+
+    minute: datetime   # UTC, the minute's start
+    operator_id: str
+    answered: int      # top-ups with an "end" row naming this operator
+    approved: int      # of which answered 00
+
+
 class ReversalQueueRow(msgspec.Struct, frozen=True):
     """Stored reversals not yet settled, per operator and queue state ("pending" or "failed")."""
 

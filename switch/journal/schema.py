@@ -83,6 +83,16 @@ OUTCOMES = f"SELECT {', '.join(OUTCOME_COLUMNS)} FROM outcome WHERE txn_id = $1 
 REVERSAL_QUEUE = ("SELECT operator_id, state, count(*), min(created_at) FROM reversal"
                   " WHERE state IN ('pending', 'failed') GROUP BY operator_id, state ORDER BY operator_id, state")
 PING = "SELECT 1"
+# Top-ups per minute and operator since $1, and how many were approved: the console's dashboard.
+# Served by intake_received_at_idx and outcome_txn_idx; the minute is cut differently per backend.
+_THROUGHPUT = ("SELECT {minute}, o.operator_id, count(*), {approved} FROM intake i"
+               " JOIN outcome o ON o.txn_id = i.txn_id AND o.event = 'end'"
+               " WHERE i.received_at >= $1 AND o.operator_id IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2")
+THROUGHPUT_POSTGRES = _THROUGHPUT.format(minute="date_trunc('minute', i.received_at)",
+                                         approved="count(*) FILTER (WHERE o.response_code = '00')")
+# SQLite keeps times as fixed-width UTC ISO text: its first 16 characters are the minute.
+THROUGHPUT_SQLITE = _THROUGHPUT.format(minute="substr(i.received_at, 1, 16)",
+                                       approved="sum(o.response_code = '00')")
 
 
 def search_query(query: TransactionQuery, limit: int) -> tuple[str, list]:

@@ -30,6 +30,7 @@ from .records import (
     Outcome,
     PendingReversal,
     ReversalQueueRow,
+    ThroughputRow,
     TransactionQuery,
     TransactionView,
 )
@@ -54,6 +55,7 @@ from .schema import (
     SQLITE_MIGRATIONS,
     SQLITE_SCHEMA_VERSION_DDL,
     SUMMARY,
+    THROUGHPUT_SQLITE,
     search_query,
     sqlite_placeholders,
 )
@@ -355,6 +357,11 @@ class SQLiteStore:
     async def reversal_queue(self) -> list[ReversalQueueRow]:
         return [ReversalQueueRow(operator, state, count, datetime.fromisoformat(oldest))
                 for operator, state, count, oldest in await self._rows(REVERSAL_QUEUE, ())]
+
+    async def throughput(self, since: datetime) -> list[ThroughputRow]:
+        rows = await self._rows(sqlite_placeholders(THROUGHPUT_SQLITE), (_param(since),))
+        return [ThroughputRow(datetime.fromisoformat(minute + ":00+00:00"), operator, answered, approved)
+                for minute, operator, answered, approved in rows]
 
     async def ping(self) -> None:
         await self._rows(PING, ())
