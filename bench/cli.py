@@ -65,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the operator simulators' answer delay (default 0)")
     switch.add_argument("--max-queue-delay", type=float, default=None,
                         help="the switch's admission objective in seconds (default: the switch's own, 0.05)")
+    switch.add_argument("--admin", action="store_true",
+                        help="run the switch with its admin server on (metrics observer on the money path)")
     switch.add_argument("--dsn", default=None,
                         help=f"journal database (default ${run.DSN_ENV} or {run.DEFAULT_DSN})")
     switch.add_argument("--keep-schema", action="store_true", help="keep the run's journal schema afterwards")
@@ -82,7 +84,8 @@ def options_from(args: argparse.Namespace, command: str) -> run.BenchOptions:
         ceiling_rate=args.ceiling_rate, ceiling_duration=args.ceiling_duration, warmup=args.warmup,
         connections=args.connections, max_in_flight=args.max_in_flight, answer_timeout=args.answer_timeout,
         workers=args.workers, keep_schema=args.keep_schema, profile=args.profile, runs_dir=args.runs_dir,
-        operator_latency_ms=args.operator_latency_ms, max_queue_delay=args.max_queue_delay, command=command)
+        operator_latency_ms=args.operator_latency_ms, max_queue_delay=args.max_queue_delay, admin=args.admin,
+        command=command)
     if args.dsn:
         options.dsn = args.dsn
     return options

@@ -91,6 +91,7 @@ class BenchOptions:
     runs_dir: Path = DEFAULT_RUNS_DIR
     operator_latency_ms: float = 0.0
     max_queue_delay: float | None = None   # the switch's admission objective; None: its default
+    admin: bool = False                    # the admin server on (port 0), to measure what metrics cost
     command: str = ""                     # how the run was asked for, for the report
 
 
@@ -344,7 +345,7 @@ def _toml_string(value: str) -> str:
 
 
 def write_switch_config(run_dir: Path, listener_port: int, operator_ports: dict[str, int], dsn: str,
-                        schema: str, max_queue_delay: float | None = None) -> Path:
+                        schema: str, max_queue_delay: float | None = None, admin: bool = False) -> Path:
     """The switch's configuration for this run, with the demo's routes and ported numbers beside it."""
     from switch.app.config import load_config
     from switch.resources import data_dir
@@ -358,6 +359,7 @@ def write_switch_config(run_dir: Path, listener_port: int, operator_ports: dict[
         'terminal_id = "AIRSW001"',
         *([f"max_queue_delay = {max_queue_delay}"] if max_queue_delay is not None else []),
         "",
+        *(["[admin]", "port = 0", ""] if admin else []),
         "[listener]",
         'host = "127.0.0.1"',
         f"port = {listener_port}",
@@ -486,7 +488,7 @@ class BenchRun:
             wait_port(simulator, port)
         listener_port = free_port()
         config = write_switch_config(self.run_dir, listener_port, operator_ports, options.dsn, self.schema,
-                                     options.max_queue_delay)
+                                     options.max_queue_delay, options.admin)
         argv = [sys.executable, "-m", "switch.app.cli", "--log-level", "INFO", "serve", "--config", str(config)]
         if options.workers > 1:
             argv += ["--workers", str(options.workers)]
