@@ -19,13 +19,14 @@ import msgspec
 from routing import AmountRule, Router
 from switch.accounts import Balance, InsufficientFloat, LedgerError, LedgerUnavailable, UnknownAccount, UnknownHold
 from switch.journal.core import BATCH_BUCKETS, COMMIT_BUCKETS
+from switch.clock import utcnow
 from switch.stats import Buckets
 from switch.app.config import AcquirerConfig, ReversalConfig, SwitchConfig
 from switch.flow.core import TransactionCore
 from switch.flow.messages import Kind, Original, Payer, PayerKind, Request
 from switch.flow.participants.dedupe import DedupeWindow
 from switch.flow.participants.float_hold import FloatHold
-from switch.journal import (Intake, JournalRejected, JournalUnavailable, Outcome, PendingReversal, Reversal,
+from switch.journal import (AdminEvent, Intake, JournalRejected, JournalUnavailable, Outcome, PendingReversal, Reversal,
                             ReversalUpdate, TransactionView)
 from switch.providers.base import OperatorAnswer, OperatorReversal, ReversalAnswer, TopUp
 
@@ -75,6 +76,7 @@ class FakeJournal:
         self.failures = Failures(JournalUnavailable)
         self.batches_committed = 0
         self.records_spilled = 0
+        self.admin_event_log: list[AdminEvent] = []
         self.commit_seconds = Buckets(COMMIT_BUCKETS)
         self.batch_records = Buckets(BATCH_BUCKETS)
         self.queued = 0
@@ -192,6 +194,12 @@ class FakeJournal:
     async def reversal(self, txn_id: str) -> PendingReversal | None:
         found = [r for r in await self.reversals(("pending", "done", "failed", "resolved")) if r.txn_id == txn_id]
         return found[0] if found else None
+
+    async def record_admin_event(self, actor: str, action: str, detail: str | None = None) -> None:
+        self.admin_event_log.append(AdminEvent(utcnow(), actor, action, detail))
+
+    async def admin_events(self, limit: int = 100) -> list[AdminEvent]:
+        return list(reversed(self.admin_event_log))[:limit]
 
     async def reversals(self, states: tuple[str, ...] = ("pending",), limit: int = 1000) -> list[PendingReversal]:
         self._read("reversals")

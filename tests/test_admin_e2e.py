@@ -188,6 +188,9 @@ def test_resolve_works_for_an_operator_and_is_refused_for_a_viewer_and_a_wrong_t
                 assert reloaded.status_code == 200 and reloaded.json()["reloaded"] is True
                 refused = await operator.post("/api/reload")
                 assert refused.status_code == 422 and refused.json()["reloaded"] is False
+                # Every change is journaled with who made it, newest first.
+                events = [(e.actor, e.action) for e in await switch.journal.admin_events()]
+                assert events == [("ops-anna", "reload"), ("ops-anna", "reload"), ("ops-anna", "resolve")]
             assert any("ops-anna" in r.getMessage() and "resolved" in r.getMessage() for r in caplog.records)
             assert any("ops-anna" in r.getMessage() and "reload" in r.getMessage() for r in caplog.records)
     run(scenario())

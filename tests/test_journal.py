@@ -623,8 +623,8 @@ def test_postgres_creates_its_schema_and_concurrent_starts_do_not_race(pg):
         tables = await pg.fetch(
             f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{pg.schema}' ORDER BY 1"
         )
-        assert tables == [("intake",), ("outcome",), ("reversal",), ("schema_version",), ("spill_replayed",),
-                          ("transactions",)]
+        assert tables == [("admin_event",), ("intake",), ("outcome",), ("reversal",), ("schema_version",),
+                          ("spill_replayed",), ("transactions",)]
         assert await pg.fetch("SELECT count(*) FROM schema_version") == [(len(POSTGRES_MIGRATIONS),)]
 
     asyncio.run(scenario())
@@ -827,3 +827,16 @@ def test_throughput_counts_each_top_up_end_per_minute_and_operator_late_answers_
     minute = datetime(2026, 5, 9, 8, 0, tzinfo=timezone.utc)
     assert [(r.minute, r.operator_id, r.answered, r.approved) for r in rows] == [
         (minute, "IRANCELL", 1, 0), (minute, "MCI", 3, 2), (minute + timedelta(minutes=1), "MCI", 1, 1)]
+
+
+def test_admin_events_are_journaled_newest_first_and_append_only(backend):
+    async def scenario():
+        async with backend.journal() as journal:
+            await journal.record_admin_event("ops-anna", "resolve", "txn abc at MCI: ticket 4711")
+            await journal.record_admin_event("ops-bob", "reload", None)
+            events = await journal.admin_events()
+            assert [(e.actor, e.action, e.detail) for e in events] == [
+                ("ops-bob", "reload", None), ("ops-anna", "resolve", "txn abc at MCI: ticket 4711")]
+            assert events[0].at.tzinfo is not None and events[0].at >= events[1].at
+            assert len(await journal.admin_events(limit=1)) == 1
+    asyncio.run(scenario())

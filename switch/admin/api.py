@@ -3,7 +3,8 @@
 Reads (role `viewer`): transactions searched by MSISDN (any accepted form), tracking code,
 acquirer, operator, state and time, newest first and paged; one transaction with its timeline;
 the operator links; the reversal queue. Changes (role `operator`): resolve a reversal settled by
-other means, reload the configuration. Every change is logged at WARNING with the user, and a
+other means, reload the configuration. Every change is journaled (admin_event) and logged at WARNING
+with the user, and a
 resolution's note in the journal names the user.
 
 Bodies are JSON (msgspec); times ISO 8601 with offset; amounts integers in minor units. Card
@@ -218,6 +219,7 @@ async def resolve(request: Request) -> Response:
         raise HTTPException(409, f"the reversal of {txn_id} is no longer failed")
     log.warning("admin: %s resolved the reversal of txn %s at %s by hand: %s", user.name, txn_id,
                 owed.operator_id, body.note.strip())
+    await audit(switch, user.name, "resolve", f"txn {txn_id} at {owed.operator_id}: {body.note.strip()}")
     return json({"resolved": True, "reversal": await _journal(switch.journal.reversal(txn_id))})
 
 
@@ -226,6 +228,7 @@ async def reload(request: Request) -> Response:
     user = authorize(request, "operator")
     admin = request.app.state.admin
     log.warning("admin: %s asked for a configuration reload", user.name)
+    await audit(admin.switch, user.name, "reload", "from the admin API")
     if admin.supervised:
         # One of `serve --workers N`: the supervisor passes SIGHUP on to every worker, this one included.
         os.kill(os.getppid(), signal.SIGHUP)
@@ -235,6 +238,15 @@ async def reload(request: Request) -> Response:
         return json({"reloaded": True})
     return json({"reloaded": False, "detail": "the configuration does not validate; the running one stays "
                  "(the log says why)"}, 422)
+
+
+async def audit(switch, actor: str, action: str, detail: str) -> None:
+    """Journal a change a person made (who, what). A journal that cannot take it does not undo the
+    change, which is already done or asked for: the WARNING log line beside it still says who."""
+    try:
+        await switch.journal.record_admin_event(actor, action, detail)
+    except JournalError as exc:
+        log.error("admin: %s's %s not journaled (%s); the log has it", actor, action, exc)
 
 
 ROUTES = [

@@ -34,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 
 from routing import InvalidMsisdn, normalise_msisdn
 from switch.accounts import LedgerError
-from switch.admin.api import timeline
+from switch.admin.api import audit, timeline
 from switch.admin.auth import may, user_of
 from switch.app.config import AdminUser
 from switch.clock import utcnow
@@ -338,6 +338,7 @@ async def reload(request: Request) -> Response:
     _same_origin(request)
     admin = request.app.state.admin
     log.warning("admin: %s asked for a configuration reload on the console", user.name)
+    await audit(admin.switch, user.name, "reload", "from the console")
     if admin.supervised:
         os.kill(os.getppid(), signal.SIGHUP)   # the supervisor passes it on to every worker, this one included
         return RedirectResponse(f"{PREFIX}/links?msg=reload_asked", 303)
@@ -379,6 +380,7 @@ async def resolve(request: Request) -> Response:
         if await _journal(resolve_reversal(switch.journal, txn_id, full_note)):
             log.warning("admin: %s resolved the reversal of txn %s at %s by hand on the console: %s", user.name,
                         txn_id, owed.operator_id, note)
+            await audit(switch, user.name, "resolve", f"txn {txn_id} at {owed.operator_id}: {note} (console)")
             return RedirectResponse(f"{PREFIX}/reversals?msg=resolved", 303)
         problem = 409, f"The reversal of {txn_id} is no longer failed."
     found = await _journal(switch.journal.reversals(("failed", "pending"), REVERSALS_SHOWN))

@@ -35,6 +35,7 @@ from switch.stats import Buckets
 
 from .postgres import PostgresJournal
 from .records import (
+    AdminEvent,
     EVENTS,
     Intake,
     JournalError,
@@ -53,6 +54,7 @@ from .records import (
 from .sqlite import SQLiteJournal
 
 __all__ = [
+    "AdminEvent",
     "EVENTS",
     "Intake",
     "Journal",
@@ -138,6 +140,12 @@ class Journal(Protocol):
 
     async def approved_at_operators(self) -> list[tuple]:
         """Every transaction whose current state is approved, with the operator's reference."""
+
+    async def record_admin_event(self, actor: str, action: str, detail: str | None = None) -> None:
+        """A change a person made through the admin server (reload, resolve), with who; written at once."""
+
+    async def admin_events(self, limit: int = 100) -> list[AdminEvent]:
+        """Admin events, newest first."""
 
     async def count_transactions(self) -> int:
         """Rows in the transactions view."""

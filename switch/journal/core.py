@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
 from .records import (
+    AdminEvent,
     Intake,
     JournalOverloaded,
     JournalRejected,
@@ -66,6 +67,7 @@ from .records import (
     TransactionView,
 )
 from .spill import SpilledWrite, SpillFile
+from switch.clock import utcnow
 from switch.stats import Buckets
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)   # seconds
@@ -161,6 +163,8 @@ class Store(Protocol):
     async def reversal_queue(self) -> list[ReversalQueueRow]: ...
     async def throughput(self, since: datetime) -> list[ThroughputRow]: ...
     async def ping(self) -> None: ...
+    async def insert_admin_event(self, at: datetime, actor: str, action: str, detail: str | None) -> None: ...
+    async def admin_events(self, limit: int) -> list[AdminEvent]: ...
 
 
 class SpillingStore(Store, Protocol):
@@ -611,6 +615,14 @@ class JournalCore:
         if not self._running:
             raise JournalUnavailable("journal is not taking records")
         await self._read(self._store.ping)
+
+    async def record_admin_event(self, actor: str, action: str, detail: str | None = None) -> None:
+        """A change a person made through the admin server, with who made it; written at once (rare)."""
+        await self._read(self._store.insert_admin_event, utcnow(), actor, action, detail)
+
+    async def admin_events(self, limit: int = 100) -> list[AdminEvent]:
+        """The newest admin events first."""
+        return await self._read(self._store.admin_events, limit)
 
     async def _read(self, read: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         if not self._open:

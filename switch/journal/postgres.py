@@ -42,6 +42,7 @@ from .core import (
     QueuedWrite,
 )
 from .records import (
+    AdminEvent,
     JournalError,
     JournalUnavailable,
     Outcome,
@@ -66,6 +67,8 @@ from .schema import (
     OUTCOME_COLUMNS,
     OUTCOMES,
     PING,
+    ADMIN_EVENTS,
+    INSERT_ADMIN_EVENT,
     POSTGRES_INTAKE_TYPES,
     POSTGRES_MIGRATIONS,
     POSTGRES_OUTCOME_TYPES,
@@ -441,6 +444,12 @@ class PostgresStore:
 
     async def ping(self) -> None:
         await self._fetch("fetchval", PING)
+
+    async def insert_admin_event(self, at: datetime, actor: str, action: str, detail: str | None) -> None:
+        await self._fetch("execute", INSERT_ADMIN_EVENT, at, actor, action, detail)
+
+    async def admin_events(self, limit: int) -> list[AdminEvent]:
+        return [AdminEvent(*row) for row in await self._fetch("fetch", ADMIN_EVENTS, limit)]
 
     async def _fetch(self, method: str, query: str, *args: Any) -> Any:
         async with self._pool.acquire() as conn:

@@ -130,6 +130,15 @@ class TransactionView(msgspec.Struct, frozen=True):
     latency_ms: float | None
 
 
+class AdminEvent(msgspec.Struct, frozen=True):
+    """A change a person made through the admin server (a reload, a reversal resolved by hand)."""
+
+    at: datetime
+    actor: str      # the admin user
+    action: str     # "reload", "resolve"
+    detail: str | None
+
+
 class JournalError(AirswitchError):
     """Base class of everything the journal raises on purpose."""
 

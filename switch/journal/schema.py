@@ -315,7 +315,23 @@ _POSTGRES_V2: tuple[str, ...] = (
         FOR EACH STATEMENT EXECUTE FUNCTION journal_outcome_has_intake()""",
 )
 
-POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (_POSTGRES_V1, _POSTGRES_V2)
+# Version 3: what people change through the admin server (a reload, a reversal resolved by hand),
+# with who did it. Append-only like the rest of the journal. Rare: written at once, not batched.
+_POSTGRES_V3: tuple[str, ...] = (
+    """
+    CREATE TABLE admin_event (
+        id      bigserial PRIMARY KEY,
+        at      timestamptz NOT NULL,
+        actor   text NOT NULL,
+        action  text NOT NULL,
+        detail  text
+    )""",
+    """
+    CREATE TRIGGER admin_event_append_only BEFORE UPDATE OR DELETE ON admin_event
+        FOR EACH ROW EXECUTE FUNCTION journal_append_only()""",
+)
+
+POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (_POSTGRES_V1, _POSTGRES_V2, _POSTGRES_V3)
 
 # -- SQLite ---------------------------------------------------------------------------
 # Times are ISO 8601 text in UTC with microseconds (always the same width, so text
@@ -418,7 +434,27 @@ _SQLITE_V1: tuple[str, ...] = (
     "CREATE INDEX reversal_due_idx ON reversal (state, operator_id, created_at)",
 )
 
-SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SQLITE_V1,)
+_SQLITE_V2: tuple[str, ...] = (   # Postgres version 3: the admin's audit
+    """
+    CREATE TABLE admin_event (
+        id      INTEGER PRIMARY KEY,
+        at      TEXT NOT NULL,
+        actor   TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        detail  TEXT
+    )""",
+    """
+    CREATE TRIGGER admin_event_no_update BEFORE UPDATE ON admin_event
+    BEGIN SELECT RAISE(ABORT, 'admin_event is append-only'); END""",
+    """
+    CREATE TRIGGER admin_event_no_delete BEFORE DELETE ON admin_event
+    BEGIN SELECT RAISE(ABORT, 'admin_event is append-only'); END""",
+)
+
+SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SQLITE_V1, _SQLITE_V2)
+
+INSERT_ADMIN_EVENT = "INSERT INTO admin_event (at, actor, action, detail) VALUES ($1, $2, $3, $4)"
+ADMIN_EVENTS = "SELECT at, actor, action, detail FROM admin_event ORDER BY id DESC LIMIT $1"
 
 assert tuple(POSTGRES_INTAKE_TYPES) == INTAKE_COLUMNS
 assert tuple(POSTGRES_OUTCOME_TYPES) == OUTCOME_COLUMNS

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .core import DEFAULT_BATCH_MAX, DEFAULT_COMMIT_TIMEOUT, DEFAULT_QUEUE_MAX, JournalCore, QueuedWrite
 from .records import (
+    AdminEvent,
     Intake,
     JournalError,
     Outcome,
@@ -49,6 +50,8 @@ from .schema import (
     OUTCOME_COLUMNS,
     OUTCOMES,
     PING,
+    ADMIN_EVENTS,
+    INSERT_ADMIN_EVENT,
     REVERSAL_QUEUE,
     REVERSALS_ORDER,
     SELECT_REVERSAL,
@@ -77,6 +80,8 @@ _FIND = sqlite_placeholders(FIND)
 _FIND_LATEST = sqlite_placeholders(FIND_LATEST)
 _FIND_TXN = sqlite_placeholders(FIND_TXN)
 _FIND_REVERSAL = sqlite_placeholders(FIND_REVERSAL)
+_INSERT_ADMIN_EVENT = sqlite_placeholders(INSERT_ADMIN_EVENT)
+_ADMIN_EVENTS = sqlite_placeholders(ADMIN_EVENTS)
 _REVERSALS = f"{SELECT_REVERSAL} WHERE r.state IN ({{states}}){REVERSALS_ORDER} LIMIT ?"
 _ORPHANS = sqlite_placeholders(ORPHANS)
 _HISTORY = sqlite_placeholders(HISTORY)
@@ -365,6 +370,25 @@ class SQLiteStore:
 
     async def ping(self) -> None:
         await self._rows(PING, ())
+
+    async def insert_admin_event(self, at: datetime, actor: str, action: str, detail: str | None) -> None:
+        await self._loop.run_in_executor(self._writer, self._insert_admin_event, _iso(at), actor, action, detail)
+
+    def _insert_admin_event(self, at: str, actor: str, action: str, detail: str | None) -> None:
+        # Its own transaction, on the writer's connection and thread (between two batches).
+        conn = self._writer_conn or self._connect()
+        self._writer_conn = conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_INSERT_ADMIN_EVENT, (at, actor, action, detail))
+            conn.execute("COMMIT")
+        except BaseException:
+            self._close_writer_conn()
+            raise
+
+    async def admin_events(self, limit: int) -> list[AdminEvent]:
+        return [AdminEvent(datetime.fromisoformat(at), actor, action, detail)
+                for at, actor, action, detail in await self._rows(_ADMIN_EVENTS, (limit,))]
 
     async def _rows(self, query: str, params: tuple) -> list[tuple]:
         return await self._loop.run_in_executor(self._reader, self._query, query, params)
