@@ -3,9 +3,8 @@
 Reads (role `viewer`): transactions searched by MSISDN (any accepted form), tracking code,
 acquirer, operator, state and time, newest first and paged; one transaction with its timeline;
 the operator links; the reversal queue. Changes (role `operator`): resolve a reversal settled by
-other means, reload the configuration. Every change is journaled (admin_event) and logged at WARNING
-with the user, and a
-resolution's note in the journal names the user.
+other means, reload the configuration. Every change is journaled (admin_event) and logged at
+WARNING with the user, and a resolution's note in the journal names the user.
 
 Bodies are JSON (msgspec); times ISO 8601 with offset; amounts integers in minor units. Card
 numbers are only ever the masked ones the journal keeps.
