@@ -225,11 +225,29 @@ def parse_config(raw: dict, path: Path) -> SwitchConfig:
 _DIGITS = re.compile(r"\d{1,11}")
 
 
+class _Failure:
+    """Raises the ConfigError that names the file, the key and the problem."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, key: str, problem: str) -> None:
+        raise ConfigError(f"{self.path}: {key}: {problem}")
+
+
 def _check(config: SwitchConfig, path: Path) -> None:
     """Rules a schema cannot say."""
-    def fail(key: str, problem: str) -> None:
-        raise ConfigError(f"{path}: {key}: {problem}")
+    fail = _Failure(path)
+    _check_switch(config, fail)
+    _check_payers(config, fail)
+    operator_ids = _check_operators(config, fail)
+    _check_references(config, operator_ids, fail)
+    _check_admin(config, fail)
+    if not config.path(config.routing.routes).is_file():
+        fail("routing.routes", f"no such file {config.path(config.routing.routes)}")
 
+
+def _check_switch(config: SwitchConfig, fail: _Failure) -> None:
     if not _DIGITS.fullmatch(config.institution_id):
         fail("institution_id", "must be 1 to 11 digits (it travels in field 32)")
     if len(config.terminal_id) != 8:
@@ -245,6 +263,10 @@ def _check(config: SwitchConfig, path: Path) -> None:
         zoneinfo.ZoneInfo(config.business_day.timezone)
     except Exception:
         fail("business_day.timezone", f"unknown time zone {config.business_day.timezone!r}")
+
+
+def _check_payers(config: SwitchConfig, fail: _Failure) -> None:
+    """Acquirers and POS terminals."""
     seen: set[str] = set()
     for i, acquirer in enumerate(config.acquirers):
         key = f"acquirers[{i}]"
@@ -271,6 +293,10 @@ def _check(config: SwitchConfig, path: Path) -> None:
             fail(f"{key}.key", "must be 32 hex digits (K1||K2)")
     if config.terminals and config.pos_listener is None:
         fail("pos_listener", "terminals are configured but no [pos_listener]")
+
+
+def _check_operators(config: SwitchConfig, fail: _Failure) -> set[str]:
+    """Operators and their links; returns their ids."""
     operator_ids: set[str] = set()
     codecs = data_dir("codecs")
     for i, operator in enumerate(config.operators):
@@ -295,6 +321,11 @@ def _check(config: SwitchConfig, path: Path) -> None:
                         fail(f"{key}.links[{j}].allowed_addresses", f"{address!r} is not an IP address or network")
                 if operator.dialect == "opcjson" and not operator.secret:
                     fail(f"{key}.secret", "an opcjson operator with accept links needs its login secret")
+    return operator_ids
+
+
+def _check_references(config: SwitchConfig, operator_ids: set[str], fail: _Failure) -> None:
+    """Every operator named elsewhere is configured; reversal settings that depend on the operators."""
     for i, acquirer in enumerate(config.acquirers):
         for operator in acquirer.allowed_operators:
             if operator not in operator_ids:
@@ -306,25 +337,27 @@ def _check(config: SwitchConfig, path: Path) -> None:
         fail("reversals.max_attempts", "must be at least 1")
     if config.reversals.orphan_age <= max((op.timeout for op in config.operators), default=0):
         fail("reversals.orphan_age", "must be longer than every operator's timeout")
-    if config.admin is not None:
-        admin = config.admin
-        if not 0 <= admin.port <= 65535:
-            fail("admin.port", "must be 0 to 65535")
-        try:
-            normalise_msisdn("9121234567", admin.country)
-        except InvalidMsisdn:
-            pass
-        except ValueError:
-            fail("admin.country", f"unknown region {admin.country!r} (ISO 3166 alpha-2, e.g. IR)")
-        names: set[str] = set()
-        for i, user in enumerate(admin.users):
-            if not TOKEN_HASH.fullmatch(user.token_hash):
-                fail(f"admin.users[{i}].token_hash",
-                     "must be sha256: and 64 lowercase hex digits (make one with `airswitch admin token`)")
-            if user.name in names:
-                fail(f"admin.users[{i}].name", f"{user.name} is configured twice")
-            names.add(user.name)
-        if len({user.token_hash for user in admin.users}) != len(admin.users):
-            fail("admin.users", "two users have the same token")
-    if not config.path(config.routing.routes).is_file():
-        fail("routing.routes", f"no such file {config.path(config.routing.routes)}")
+
+
+def _check_admin(config: SwitchConfig, fail: _Failure) -> None:
+    admin = config.admin
+    if admin is None:
+        return
+    if not 0 <= admin.port <= 65535:
+        fail("admin.port", "must be 0 to 65535")
+    try:
+        normalise_msisdn("9121234567", admin.country)
+    except InvalidMsisdn:
+        pass
+    except ValueError:
+        fail("admin.country", f"unknown region {admin.country!r} (ISO 3166 alpha-2, e.g. IR)")
+    names: set[str] = set()
+    for i, user in enumerate(admin.users):
+        if not TOKEN_HASH.fullmatch(user.token_hash):
+            fail(f"admin.users[{i}].token_hash",
+                 "must be sha256: and 64 lowercase hex digits (make one with `airswitch admin token`)")
+        if user.name in names:
+            fail(f"admin.users[{i}].name", f"{user.name} is configured twice")
+        names.add(user.name)
+    if len({user.token_hash for user in admin.users}) != len(admin.users):
+        fail("admin.users", "two users have the same token")
