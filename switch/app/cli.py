@@ -205,7 +205,8 @@ def cmd_reversals(args) -> int:
         try:
             if args.action == "resolve":
                 if not await resolve_reversal(journal, args.txn_id, args.note):
-                    print(f"no pending or failed reversal for transaction {args.txn_id}", file=sys.stderr)
+                    print(f"no failed reversal for transaction {args.txn_id} (a pending one is still being sent: "
+                          "resolve it once it has failed)", file=sys.stderr)
                     return 1
                 print(f"transaction {args.txn_id}: reversal resolved by hand ({args.note})")
                 return 0

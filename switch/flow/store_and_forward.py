@@ -194,9 +194,10 @@ async def finish_reversal(journal: Journal, pending: PendingReversal, attempts: 
 
 
 async def resolve_reversal(journal: Journal, txn_id: str, note: str) -> bool:
-    """A person settled a reversal with the operator by other means: close it (state resolved)."""
+    """A person settled a reversal with the operator by other means: close it (state resolved). Only a
+    failed one: a pending one is still being sent, and its next attempt would write over the resolution."""
     owed = await journal.reversal(txn_id)
-    if owed is None or owed.state not in ("failed", "pending"):
+    if owed is None or owed.state != "failed":
         return False
     await finish_reversal(journal, owed, owed.attempts, "resolved", TxnState.RESOLVED, "manual_resolution",
                           None, note)
