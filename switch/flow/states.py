@@ -8,12 +8,12 @@ a bug on our side and raises `IllegalTransition`.
     (intake) -> refused | declined | approved | unknown | inquiry
     approved -> reversal_pending        an acquirer's 0400/0420
     approved -> unknown                 an approval whose record was late: compensated by a reversal
-    approved, declined -> reversed | reversal_failed | resolved
+    approved, declined -> reversed | reversal_failed
                                         an acquirer's reversal stored while another process still held
-                                        the original, which then ended (see docs/transactions.md)
+                                        the original, which then ended (see docs/decisions.md)
     unknown, reversal_pending -> reversed | reversal_failed     store-and-forward at the operator
     reversed -> unknown                 a late approval after "nothing to reverse": reversed again
-    unknown, reversal_pending, reversal_failed -> resolved      a person settled it by other means
+    reversal_failed -> resolved         a person settled it by other means (only once sending failed)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class TxnState(StrEnum):
 
 
 S = TxnState
-_REVERSAL_ENDS = frozenset({S.REVERSED, S.REVERSAL_FAILED, S.RESOLVED})
+_REVERSAL_ENDS = frozenset({S.REVERSED, S.REVERSAL_FAILED})
 TRANSITIONS: dict[TxnState | None, frozenset[TxnState]] = {
     None: frozenset({S.REFUSED, S.DECLINED, S.APPROVED, S.UNKNOWN, S.INQUIRY,
                      S.REVERSAL_PENDING}),  # reversal_pending: held by another process, reversed before it ends
