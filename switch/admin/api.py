@@ -29,7 +29,7 @@ from switch.admin.auth import may, user_of
 from switch.app.config import AdminUser
 from switch.flow.states import TxnState
 from switch.flow.store_and_forward import resolve_reversal
-from switch.journal import JournalError, TransactionQuery
+from switch.journal import JournalError, PendingReversal, TransactionQuery, TransactionView
 
 log = logging.getLogger("airswitch.admin")
 
@@ -114,14 +114,21 @@ async def transactions(request: Request) -> Response:
     return json({"items": page, "next_cursor": cursor})
 
 
-async def transaction(request: Request) -> Response:
-    """GET /api/transactions/{txn_id}: the transaction now, and everything that happened to it, in order."""
-    authorize(request, "viewer")
-    switch = request.app.state.admin.switch
-    txn_id = request.path_params["txn_id"]
+class TransactionRecord(msgspec.Struct, frozen=True):
+    """One transaction as the journal and the ledger know it: what the API and the console show."""
+    view: TransactionView
+    outcomes: list
+    reversal: PendingReversal | None
+    movements: list
+    float_error: str | None
+
+
+async def transaction_record(switch, txn_id: str) -> TransactionRecord | None:
+    """The transaction, its outcome rows, its reversal and its float movements; None if there is none.
+    A journal that does not answer is 503; a ledger that does not answer is only noted."""
     view = await _journal(switch.journal.transaction(txn_id))
     if view is None:
-        raise HTTPException(404, f"no transaction {txn_id}")
+        return None
     outcomes = await _journal(switch.journal.outcome_rows(txn_id))
     reversal = await _journal(switch.journal.reversal(txn_id))
     movements, float_error = [], None
@@ -130,8 +137,19 @@ async def transaction(request: Request) -> Response:
             movements = await switch.ledger.movements(txn_id)
         except LedgerError as exc:
             float_error = str(exc)
-    return json({"transaction": view, "reversal": reversal, "float_movements": movements,
-                 "float_error": float_error, "timeline": timeline(view, outcomes, reversal, movements)})
+    return TransactionRecord(view, outcomes, reversal, movements, float_error)
+
+
+async def transaction(request: Request) -> Response:
+    """GET /api/transactions/{txn_id}: the transaction now, and everything that happened to it, in order."""
+    authorize(request, "viewer")
+    txn_id = request.path_params["txn_id"]
+    record = await transaction_record(request.app.state.admin.switch, txn_id)
+    if record is None:
+        raise HTTPException(404, f"no transaction {txn_id}")
+    return json({"transaction": record.view, "reversal": record.reversal, "float_movements": record.movements,
+                 "float_error": record.float_error,
+                 "timeline": timeline(record.view, record.outcomes, record.reversal, record.movements)})
 
 
 def timeline(view, outcomes, reversal, movements) -> list[dict]:
@@ -195,6 +213,37 @@ class Resolution(msgspec.Struct, forbid_unknown_fields=True):
     note: str   # how it was settled: ticket, person at the operator
 
 
+async def resolve_by_hand(switch, user: str, txn_id: str, note: str, where: str) -> None:
+    """Close a failed reversal a person settled with the operator by other means, journaled with who did
+    it (the API and the console both come here). HTTPException 400 / 404 / 409 when it cannot be."""
+    note = note.strip()
+    owed = await _journal(switch.journal.reversal(txn_id))
+    if owed is None:
+        raise HTTPException(404, f"Transaction {txn_id} has no stored reversal.")
+    if owed.state != "failed":
+        # A pending one is still being sent: its next attempt would write over a resolution.
+        raise HTTPException(409, f"The reversal of {txn_id} is {owed.state}: only a failed one (store-and-forward "
+                            "gave up) is resolved by hand.")
+    if not note:
+        raise HTTPException(400, "Say how it was settled (a ticket number, the person at the operator).")
+    if not await _journal(resolve_reversal(switch.journal, txn_id, f"{note} (resolved by {user} {where})")):
+        raise HTTPException(409, f"The reversal of {txn_id} is no longer failed.")
+    log.warning("admin: %s resolved the reversal of txn %s at %s by hand %s: %s", user, txn_id, owed.operator_id,
+                where, note)
+    await audit(switch, user, "resolve", f"txn {txn_id} at {owed.operator_id} {where}: {note}")
+
+
+async def ask_reload(admin, user: str, where: str) -> bool | None:
+    """Re-read the configuration (as SIGHUP does): True or False for this process; None when it is one
+    of `serve --workers N`, where the supervisor passes SIGHUP on to every worker, this one included."""
+    log.warning("admin: %s asked for a configuration reload %s", user, where)
+    await audit(admin.switch, user, "reload", where)
+    if admin.supervised:
+        os.kill(os.getppid(), signal.SIGHUP)
+        return None
+    return await admin.switch.reload()
+
+
 async def resolve(request: Request) -> Response:
     """POST /api/reversals/{txn_id}/resolve {"note": "..."}: close a failed reversal settled by other means."""
     user = authorize(request, "operator")
@@ -204,36 +253,18 @@ async def resolve(request: Request) -> Response:
         body = msgspec.json.decode(await request.body(), type=Resolution)
     except msgspec.DecodeError as exc:
         raise HTTPException(400, f"body: {exc}") from None
-    if not body.note.strip():
-        raise HTTPException(400, "note: say how it was settled")
-    owed = await _journal(switch.journal.reversal(txn_id))
-    if owed is None:
-        raise HTTPException(404, f"transaction {txn_id} has no stored reversal")
-    if owed.state != "failed":
-        # A pending one is still being sent: its next attempt would write over a resolution.
-        raise HTTPException(409, f"the reversal of {txn_id} is {owed.state}: only a failed one (store-and-forward "
-                            "gave up) is resolved by hand")
-    note = f"{body.note.strip()} (resolved by {user.name} on the admin API)"
-    if not await _journal(resolve_reversal(switch.journal, txn_id, note)):
-        raise HTTPException(409, f"the reversal of {txn_id} is no longer failed")
-    log.warning("admin: %s resolved the reversal of txn %s at %s by hand: %s", user.name, txn_id,
-                owed.operator_id, body.note.strip())
-    await audit(switch, user.name, "resolve", f"txn {txn_id} at {owed.operator_id}: {body.note.strip()}")
+    await resolve_by_hand(switch, user.name, txn_id, body.note, "on the admin API")
     return json({"resolved": True, "reversal": await _journal(switch.journal.reversal(txn_id))})
 
 
 async def reload(request: Request) -> Response:
     """POST /api/reload: re-read the configuration file (as SIGHUP does)."""
     user = authorize(request, "operator")
-    admin = request.app.state.admin
-    log.warning("admin: %s asked for a configuration reload", user.name)
-    await audit(admin.switch, user.name, "reload", "from the admin API")
-    if admin.supervised:
-        # One of `serve --workers N`: the supervisor passes SIGHUP on to every worker, this one included.
-        os.kill(os.getppid(), signal.SIGHUP)
+    reloaded = await ask_reload(request.app.state.admin, user.name, "on the admin API")
+    if reloaded is None:
         return json({"reloaded": None, "detail": "every worker was asked to reload; their logs say the result"},
                     202)
-    if await admin.switch.reload():
+    if reloaded:
         return json({"reloaded": True})
     return json({"reloaded": False, "detail": "the configuration does not validate; the running one stays "
                  "(the log says why)"}, 422)

@@ -15,9 +15,7 @@ sites' pages from posting with it; a POST whose Origin is another site is refuse
 from __future__ import annotations
 
 import logging
-import os
 import re
-import signal
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,12 +31,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from routing import InvalidMsisdn, normalise_msisdn
-from switch.accounts import LedgerError
-from switch.admin.api import audit, timeline
+from switch.admin.api import ask_reload, resolve_by_hand, timeline, transaction_record
 from switch.admin.auth import may, user_of
 from switch.app.config import AdminUser
 from switch.clock import utcnow
-from switch.flow.store_and_forward import resolve_reversal
 from switch.journal import JournalError, TransactionQuery
 
 log = logging.getLogger("airswitch.admin")
@@ -288,17 +284,14 @@ async def transaction(request: Request) -> Response:
         return user
     switch = request.app.state.admin.switch
     txn_id = request.path_params["txn_id"]
-    view = await _journal(switch.journal.transaction(txn_id))
-    if view is None:
+    try:
+        record = await transaction_record(switch, txn_id)
+    except HTTPException as exc:
+        raise HTTPException(exc.status_code, f"The journal did not answer: {exc.detail}. Try again in a moment.")
+    if record is None:
         raise HTTPException(404, f"There is no transaction {txn_id}.")
-    outcomes = await _journal(switch.journal.outcome_rows(txn_id))
-    reversal = await _journal(switch.journal.reversal(txn_id))
-    movements, float_error = [], None
-    if switch.ledger is not None:
-        try:
-            movements = await switch.ledger.movements(txn_id)
-        except LedgerError as exc:
-            float_error = str(exc)
+    view, outcomes, reversal = record.view, record.outcomes, record.reversal
+    movements, float_error = record.movements, record.float_error
     zone = _zone(switch)
     events = [_timeline_row(switch, event, reversal) for event in timeline(view, outcomes, reversal, movements)]
     if reversal is not None:
@@ -336,13 +329,8 @@ async def reload(request: Request) -> Response:
     if isinstance(user, Response):
         return user
     _same_origin(request)
-    admin = request.app.state.admin
-    log.warning("admin: %s asked for a configuration reload on the console", user.name)
-    await audit(admin.switch, user.name, "reload", "from the console")
-    if admin.supervised:
-        os.kill(os.getppid(), signal.SIGHUP)   # the supervisor passes it on to every worker, this one included
-        return RedirectResponse(f"{PREFIX}/links?msg=reload_asked", 303)
-    outcome = "reloaded" if await admin.switch.reload() else "reload_refused"
+    reloaded = await ask_reload(request.app.state.admin, user.name, "on the console")
+    outcome = "reload_asked" if reloaded is None else "reloaded" if reloaded else "reload_refused"
     return RedirectResponse(f"{PREFIX}/links?msg={outcome}", 303)
 
 
@@ -366,23 +354,12 @@ async def resolve(request: Request) -> Response:
     switch = request.app.state.admin.switch
     txn_id = request.path_params["txn_id"]
     note = (await _form(request)).get("note", "").strip()
-    owed = await _journal(switch.journal.reversal(txn_id))
-    problem = None
-    if owed is None:
-        problem = 404, f"Transaction {txn_id} has no stored reversal."
-    elif owed.state != "failed":
-        # A pending one is still being sent: its next attempt would write over a resolution.
-        problem = 409, f"The reversal of {txn_id} is {owed.state}: only a failed one is resolved by hand."
-    elif not note:
-        problem = 400, "Say how it was settled (a ticket number, the person at the operator) before resolving."
-    if problem is None:
-        full_note = f"{note} (resolved by {user.name} on the console)"
-        if await _journal(resolve_reversal(switch.journal, txn_id, full_note)):
-            log.warning("admin: %s resolved the reversal of txn %s at %s by hand on the console: %s", user.name,
-                        txn_id, owed.operator_id, note)
-            await audit(switch, user.name, "resolve", f"txn {txn_id} at {owed.operator_id}: {note} (console)")
-            return RedirectResponse(f"{PREFIX}/reversals?msg=resolved", 303)
-        problem = 409, f"The reversal of {txn_id} is no longer failed."
+    try:
+        await resolve_by_hand(switch, user.name, txn_id, note, "on the console")
+    except HTTPException as refused:
+        problem = refused.status_code, refused.detail
+    else:
+        return RedirectResponse(f"{PREFIX}/reversals?msg=resolved", 303)
     found = await _journal(switch.journal.reversals(("failed", "pending"), REVERSALS_SHOWN))
     return _render(request, "reversals.html", problem[0], failed=[r for r in found if r.state == "failed"],
                    pending=[r for r in found if r.state == "pending"], error=problem[1], note=note,
